@@ -1,0 +1,175 @@
+"""The hook contract between the peft-core core and its plugins.
+
+This module *is* the contract: every hook a plugin may implement is declared here, with
+its arguments, what it returns and when the core calls it. Plugins implement hooks with
+``@peft_core.hookimpl``; the argument names must match the spec (pluggy checks them, and
+a hook name that exists in no spec makes loading fail loudly).
+
+Hooks come in groups:
+
+* **config** — a plugin registers its methods, validates and upgrades configs;
+* **tuner layer** — what a base module is, how to read and write its weight as a dense
+  tensor (quantization backends implement these so that merging works for every method on
+  every backend), and how to build an adapter layer;
+* **serialization** — method-specific key/tensor mapping around the shared on-disk format;
+* **conformance** — the Hypothesis strategies a method contributes to the shared suite;
+* **meta** — a plugin adds hook specs of its own (LoRA declares a *variant* hook that
+  other plugins implement).
+
+All hooks take keyword arguments only; ``firstresult`` hooks stop at the first
+implementation returning something other than ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .config import PeftConfig
+    from .registry import MethodRegistry, MethodSpec
+    from .weights import LayerDescription
+
+PROJECT = "peft_core"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+@hookspec
+def peft_core_register_methods(registry: MethodRegistry) -> None:
+    """Add the plugin's methods with ``registry.register(MethodSpec(...))``.
+
+    Called once, when the plugin manager first loads the plugins. A method name (the
+    on-disk ``peft_type``) or state-dict prefix already taken by another plugin raises
+    :class:`~peft_core.errors.DuplicateMethodError`; the plugin is then reported and
+    skipped (re-raised when ``PEFT_CORE_STRICT_PLUGINS=1``).
+    """
+
+
+@hookspec
+def peft_core_validate_config(config: PeftConfig, model: nn.Module) -> list[str] | None:
+    """Return problems (plain sentences) with using ``config`` on ``model``, or nothing.
+
+    Called by ``get_peft_model``/``add_adapter``/``load_adapter`` before any module is
+    touched. The core collects the problems of every implementation and raises one
+    :class:`~peft_core.errors.ConfigError` listing them all, so the model is never changed
+    by an invalid config.
+    """
+
+
+@hookspec
+def peft_core_upgrade_config(config_dict: dict[str, Any]) -> None:
+    """Migrate an older or foreign ``adapter_config.json`` dict in place.
+
+    Called on the raw dict before a config class is chosen and constructed, so a plugin
+    can rename fields, fill values older writers did not store, or refuse a layout it
+    cannot read (by raising a :class:`~peft_core.errors.ConfigError` saying why).
+    """
+
+
+# -- tuner layer -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def peft_core_describe_layer(module: nn.Module) -> LayerDescription | None:
+    """Describe a base module: its kind, features and weight layout; ``None`` if unknown.
+
+    The core asks this for each targeted module before building an adapter layer. The
+    built-in implementation knows ``torch.nn`` linear, convolution, embedding and norm
+    layers and transformers' ``Conv1D``; a quantization backend describes its quantized
+    layers (``tryfirst`` is not needed: the built-in one is ``trylast``).
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_dense_weight(module: nn.Module) -> torch.Tensor | None:
+    """Return a dense, detached copy or view of ``module``'s weight in ``(out, in, *kernel)`` layout.
+
+    Called only to merge, unmerge or initialise from the base weight, never in the
+    forward pass. Layouts that store the weight transposed (``Conv1D``) are returned
+    in the canonical layout; quantized layers return the dequantized weight.
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_write_dense_weight(module: nn.Module, weight: torch.Tensor) -> bool | None:
+    """Write ``weight`` (canonical layout, as from ``peft_core_dense_weight``) into ``module``.
+
+    Return ``True`` when handled. Quantization backends requantize, keeping the
+    module's quantization settings; the rounding this causes is theirs to document.
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_create_adapter_layer(
+    spec: MethodSpec,
+    target: nn.Module,
+    module_name: str,
+    description: LayerDescription,
+    config: PeftConfig,
+    adapter_name: str,
+) -> nn.Module | None:
+    """Build the adapter layer that wraps ``target`` (at ``module_name``) for a new adapter.
+
+    The default implementation calls ``spec.layer_factory(target, description, config,
+    adapter_name, module_name=module_name)``. A plugin implements this to
+    provide special layers for module types it knows (``None`` leaves it to others).
+    """
+
+
+# -- serialization -----------------------------------------------------------------------
+
+
+@hookspec
+def peft_core_state_dict_pre_save(
+    spec: MethodSpec, config: PeftConfig, adapter_name: str, model: nn.Module, state_dict: dict[str, torch.Tensor]
+) -> None:
+    """Adjust the adapter state dict in place just before it is written.
+
+    ``state_dict`` already holds the keys in the on-disk form (``base_model.model.<path>.
+    <attr>...`` with the adapter name removed). Methods with tensors that live outside
+    their layers (VeRA's shared projections) add them here.
+    """
+
+
+@hookspec
+def peft_core_state_dict_post_load(
+    spec: MethodSpec, config: PeftConfig, adapter_name: str, model: nn.Module, state_dict: dict[str, torch.Tensor]
+) -> None:
+    """Adjust a loaded state dict in place before its keys are matched to the model.
+
+    The mirror image of ``peft_core_state_dict_pre_save``: map older key names, move
+    tensors that live outside layers, or raise :class:`~peft_core.errors.LoadError`.
+    """
+
+
+# -- conformance -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def peft_core_conformance_cases(method: str) -> Any:
+    """Return the conformance cases for ``method`` (a ``peft_type``), or ``None`` if not ours.
+
+    The value is a :class:`peft_core.conformance.MethodCases`: Hypothesis strategies for
+    valid configs (and for invalid ones), and which base models the method can adapt.
+    """
+
+
+# -- meta --------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def peft_core_addhooks(plugin_manager: pluggy.PluginManager) -> None:
+    """Add hook specs of the plugin's own with ``plugin_manager.add_hookspecs(module)``.
+
+    Historic: a plugin loaded later still receives the call. This is how one plugin
+    opens an extension point for others (the LoRA plugin's variant hooks).
+    """

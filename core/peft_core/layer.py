@@ -1,0 +1,240 @@
+"""The adapter layer protocol every layer-wrapping method follows.
+
+An :class:`AdapterLayer` wraps one base module and holds, per adapter name, the method's
+parameters (in ``nn.ModuleDict``/``nn.ParameterDict`` attributes listed in
+``adapter_layer_names``) and settings (plain dicts listed in ``other_param_names``). The
+base class owns what is the same for every method: which adapters are active, which are
+merged, disabling, deleting, routing rows of a mixed batch, and merging through the
+weight hooks — so a method writes ``update_layer``, ``apply_adapter`` and
+``get_delta_weight`` and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .errors import AdapterNameError, MergeError
+from .weights import LayerDescription, dense_weight, write_dense_weight
+
+
+class AdapterLayer(nn.Module):
+    """Base class of adapter layers. Merging is always an explicit call, never a side effect."""
+
+    #: the ``peft_type`` this layer belongs to
+    method: ClassVar[str] = ""
+    #: attributes (ModuleDict/ParameterDict/BufferDict-like) holding per-adapter tensors
+    adapter_layer_names: ClassVar[tuple[str, ...]] = ()
+    #: attributes (plain dicts) holding per-adapter settings
+    other_param_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.description = description
+        self._active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self._disable_adapters = False
+        #: mixed-batch routing: [(adapter name, row indices)], set around one forward by the model
+        self._routing: list[tuple[str, torch.Tensor]] | None = None
+        for name in self.other_param_names:
+            setattr(self, name, {})
+
+    # -- to implement ---------------------------------------------------------------------
+
+    def update_layer(self, adapter_name: str, config: Any, **kwargs: Any) -> None:
+        """Create the parameters of a new adapter from its config."""
+        raise NotImplementedError
+
+    def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """Return ``result`` (the base output for input ``x``) with one adapter applied."""
+        raise NotImplementedError
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """The adapter's change to the base weight, canonical ``(out, in, *kernel)`` layout."""
+        raise NotImplementedError
+
+    def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
+        """The adapter's change to the base bias, if it has one."""
+        return None
+
+    def merged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """The base weight with the adapter merged in. Additive by default; override for others."""
+        return weight + self.get_delta_weight(adapter_name).to(weight.dtype)
+
+    def unmerged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """Inverse of :meth:`merged_weight`."""
+        return weight - self.get_delta_weight(adapter_name).to(weight.dtype)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """Adapters this layer holds, in insertion order."""
+        if not self.adapter_layer_names:
+            return []
+        return list(getattr(self, self.adapter_layer_names[0]).keys())
+
+    def has_adapter(self, adapter_name: str) -> bool:
+        return any(adapter_name in getattr(self, attr) for attr in self.adapter_layer_names)
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._active_adapters)
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        return self._active_adapters[0] if len(self._active_adapters) == 1 else list(self._active_adapters)
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    @property
+    def disable_adapters(self) -> bool:
+        return self._disable_adapters
+
+    def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
+        params: list[nn.Parameter] = []
+        for attr in self.adapter_layer_names:
+            container = getattr(self, attr)
+            if adapter_name not in container:
+                continue
+            item = container[adapter_name]
+            params.extend(item.parameters() if isinstance(item, nn.Module) else [item])
+        return params
+
+    def set_adapter(self, adapter_names: str | Sequence[str], trainable: dict[str, bool] | None = None) -> None:
+        """Activate ``adapter_names`` (those this layer holds); set which get gradients."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        self._active_adapters = [n for n in names if self.has_adapter(n)]
+        for name in self.adapter_names:
+            wanted = name in self._active_adapters and (trainable or {}).get(name, True)
+            for param in self.adapter_parameters(name):
+                param.requires_grad_(wanted)
+
+    def enable_adapters(self, enabled: bool) -> None:
+        """Enable or disable every adapter of this layer (disabling unmerges first)."""
+        if not enabled and self.merged:
+            self.unmerge()
+        self._disable_adapters = not enabled
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name in self.merged_adapters:
+            raise MergeError(f"adapter {adapter_name!r} is merged; unmerge it before deleting it.")
+        for attr in (*self.adapter_layer_names, *self.other_param_names):
+            container = getattr(self, attr)
+            if adapter_name in container:
+                del container[adapter_name]
+        if adapter_name in self._active_adapters:
+            self._active_adapters.remove(adapter_name)
+
+    def adapter_state_dict(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        """Live tensors of one adapter, keyed as on disk relative to this layer (``lora_A.weight``)."""
+        out: dict[str, torch.Tensor] = {}
+        for attr in self.adapter_layer_names:
+            container = getattr(self, attr)
+            if adapter_name not in container:
+                continue
+            item = container[adapter_name]
+            if isinstance(item, nn.Module):
+                for key, tensor in item.state_dict(keep_vars=True).items():
+                    out[f"{attr}.{key}"] = tensor
+            else:
+                out[attr] = item
+        return out
+
+    def adapter_module_key(self, local_key: str, adapter_name: str) -> str:
+        """Where a disk key lives in this module's own state dict: ``lora_A.weight`` → ``lora_A.<name>.weight``."""
+        attr, _, rest = local_key.partition(".")
+        return f"{attr}.{adapter_name}.{rest}" if rest else f"{attr}.{adapter_name}"
+
+    # -- merging --------------------------------------------------------------------------
+
+    def merge(self, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> None:
+        """Merge adapters (default: the active ones) into the base weights via the weight hooks.
+
+        With ``safe_merge`` the merged weight is computed aside and checked for NaN/inf
+        before anything is written; a bad adapter raises :class:`MergeError` and the base
+        weights are untouched.
+        """
+        names = list(self._active_adapters if adapter_names is None else adapter_names)
+        for name in names:
+            if not self.has_adapter(name):
+                raise AdapterNameError(f"adapter {name!r} is not in this layer (it holds {self.adapter_names}).")
+            if name in self.merged_adapters:
+                continue
+            base = self.base_layer
+            new_weight = self.merged_weight(dense_weight(base), name)
+            delta_bias = self.get_delta_bias(name)
+            if safe_merge and not torch.isfinite(new_weight).all():
+                raise MergeError(f"merging adapter {name!r} gives NaN/inf weights; the adapter is broken, nothing was merged.")
+            if delta_bias is not None:
+                new_bias = self._base_bias(name) + delta_bias.to(self._base_bias(name).dtype)
+                if safe_merge and not torch.isfinite(new_bias).all():
+                    raise MergeError(f"merging adapter {name!r} gives NaN/inf biases; nothing was merged.")
+            write_dense_weight(base, new_weight)
+            if delta_bias is not None:
+                with torch.no_grad():
+                    base.bias.copy_(new_bias)
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Undo merges, last merged first."""
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            base = self.base_layer
+            write_dense_weight(base, self.unmerged_weight(dense_weight(base), name))
+            delta_bias = self.get_delta_bias(name)
+            if delta_bias is not None:
+                with torch.no_grad():
+                    base.bias.sub_(delta_bias.to(base.bias.dtype))
+
+    def _base_bias(self, adapter_name: str) -> torch.Tensor:
+        bias = getattr(self.base_layer, "bias", None)
+        if bias is None:
+            raise MergeError(
+                f"adapter {adapter_name!r} has a bias term but the base layer has no bias to merge it into."
+            )
+        return bias.detach()
+
+    # -- forward --------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        if self._routing is not None:
+            if self.merged:
+                raise MergeError("a mixed batch (adapter_names=...) cannot run while adapters are merged; unmerge first.")
+            return self._forward_routed(x, self.base_layer(x, *args, **kwargs))
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return result
+        for name in self._active_adapters:
+            result = self.apply_adapter(x, result, name)
+        return result
+
+    def _forward_routed(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """Apply each adapter to its own rows only; rows of ``__base__`` stay base output."""
+        assert self._routing is not None
+        for name, rows in self._routing:
+            if not self.has_adapter(name):
+                continue
+            sub = self.apply_adapter(x.index_select(0, rows), result.index_select(0, rows), name)
+            result = result.index_copy(0, rows, sub.to(result.dtype))
+        return result
+
+    def extra_repr(self) -> str:
+        return f"adapters={self.adapter_names}, active={self._active_adapters}, merged={self.merged_adapters}"
+
+
+def base_of(module: nn.Module) -> nn.Module:
+    """The original module under any number of stacked adapter layers."""
+    while isinstance(module, AdapterLayer):
+        module = module.base_layer
+    return module

@@ -1,0 +1,196 @@
+"""Adapter tensors to and from the Hugging Face PEFT on-disk format.
+
+One function, :func:`adapter_entries`, says where every tensor of an adapter lives in
+the model and under which key it is stored; saving and loading both use it, so they
+cannot disagree. Keys on disk are PEFT's: ``base_model.model.<module path>.<attribute>
+[.<param>]`` with the adapter name removed (``...q_proj.lora_A.weight``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import LoadError
+from .fileio import atomic_path
+from .layer import AdapterLayer
+from .plugins import hook
+
+SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
+WEIGHTS_NAME = "adapter_model.bin"
+DISK_PREFIX = "base_model.model."
+
+
+class LoadResult(NamedTuple):
+    """Keys the model expected but the checkpoint lacked, and keys nothing in the model takes."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def tuner_of(model: nn.Module) -> Any:
+    """The :class:`~peft_core.tuner.AdapterModel` behind a PeftModel, a tuner, or an injected model."""
+    from .tuner import AdapterModel
+
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if isinstance(model, AdapterModel):
+        return model
+    base = getattr(model, "base_model", None)
+    if isinstance(base, AdapterModel):
+        return base
+    tuner = model.__dict__.get("_peft_core_tuner")
+    if tuner is not None:
+        return tuner
+    raise LoadError(f"{type(model).__name__} holds no peft-core adapters; wrap it with get_peft_model first.")
+
+
+def adapter_entries(tuner: Any, adapter_name: str, prefix: str = DISK_PREFIX) -> dict[str, tuple[str, torch.Tensor]]:
+    """``disk key -> (key in the PeftModel state dict, live tensor)`` for one adapter."""
+    from .wrappers import ModulesToSaveWrapper
+
+    entries: dict[str, tuple[str, torch.Tensor]] = {}
+    for path, module in tuner.adapter_modules():
+        if isinstance(module, AdapterLayer):
+            for local, tensor in module.adapter_state_dict(adapter_name).items():
+                entries[f"{prefix}{path}.{local}"] = (
+                    f"{DISK_PREFIX}{path}.{module.adapter_module_key(local, adapter_name)}",
+                    tensor,
+                )
+        elif isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
+            for local, tensor in module.modules_to_save[adapter_name].state_dict(keep_vars=True).items():
+                entries[f"{prefix}{path}.{local}"] = (
+                    f"{DISK_PREFIX}{path}.modules_to_save.{adapter_name}.{local}",
+                    tensor,
+                )
+    for name, param in tuner._extra_parameters(adapter_name).items():
+        entries[f"{prefix}{name}"] = (f"{DISK_PREFIX}{name}", param)
+    return entries
+
+
+def get_peft_model_state_dict(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    adapter_name: str = "default",
+    unwrap_compiled: bool = False,
+    save_embedding_layers: str | bool = "auto",
+) -> dict[str, torch.Tensor]:
+    """The tensors of one adapter, keyed as PEFT stores them (adapter name removed).
+
+    ``state_dict`` lets a caller pass a full model state dict gathered elsewhere (e.g. by
+    a distributed wrapper); values are then taken from it instead of the live model.
+    """
+    tuner = tuner_of(model)
+    config = tuner._config(adapter_name)
+    entries = adapter_entries(tuner, adapter_name)
+    out: dict[str, torch.Tensor] = {}
+    for disk_key, (model_key, tensor) in entries.items():
+        if state_dict is not None:
+            tensor = state_dict.get(model_key, state_dict.get(model_key.removeprefix(DISK_PREFIX), tensor))
+        out[disk_key] = tensor.detach()
+    hook().peft_core_state_dict_pre_save(
+        spec=tuner.spec_for(adapter_name), config=config, adapter_name=adapter_name, model=tuner.model, state_dict=out
+    )
+    return out
+
+
+def set_peft_model_state_dict(
+    model: nn.Module,
+    peft_model_state_dict: dict[str, torch.Tensor],
+    adapter_name: str = "default",
+    ignore_mismatched_sizes: bool = False,
+    low_cpu_mem_usage: bool = False,
+    strict: bool = False,
+) -> LoadResult:
+    """Copy saved adapter tensors into the model's adapter ``adapter_name``.
+
+    Every key and shape is checked before anything is copied, so a checkpoint that does
+    not fit raises :class:`LoadError` and leaves the adapter as it was.
+    """
+    tuner = tuner_of(model)
+    config = tuner._config(adapter_name)
+    state = dict(peft_model_state_dict)
+    hook().peft_core_state_dict_post_load(
+        spec=tuner.spec_for(adapter_name), config=config, adapter_name=adapter_name, model=tuner.model, state_dict=state
+    )
+    entries = adapter_entries(tuner, adapter_name)
+    if state and not any(k in entries for k in state):
+        # tolerate state dicts keyed without the "base_model.model." prefix
+        if any(DISK_PREFIX + k in entries for k in state):
+            state = {DISK_PREFIX + k: v for k, v in state.items()}
+    mismatched = []
+    for key, value in state.items():
+        if key in entries and tuple(entries[key][1].shape) != tuple(value.shape):
+            mismatched.append((key, tuple(value.shape), tuple(entries[key][1].shape)))
+    if mismatched and not ignore_mismatched_sizes:
+        lines = "; ".join(f"{k}: checkpoint {a} vs model {b}" for k, a, b in mismatched[:5])
+        more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
+        raise LoadError(
+            f"the checkpoint does not fit adapter {adapter_name!r}: {lines}{more}. Likely cause: the adapter "
+            "was trained on a different base model, or its config (rank r, target modules) differs from the one used here."
+        )
+    skipped = {k for k, _, _ in mismatched}
+    unexpected = sorted(k for k in state if k not in entries)
+    missing = sorted(k for k in entries if k not in state)
+    if strict and (missing or unexpected):
+        raise LoadError(
+            f"strict load of adapter {adapter_name!r} failed: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}."
+        )
+    with torch.no_grad():
+        for key, value in state.items():
+            if key in entries and key not in skipped:
+                entries[key][1].copy_(value)
+    return LoadResult(missing, unexpected)
+
+
+def weights_file(directory: str | os.PathLike) -> Path:
+    """The adapter weights file in ``directory``: safetensors preferred, ``.bin`` only without it."""
+    path = Path(directory)
+    for name in (SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME):
+        if (path / name).is_file():
+            return path / name
+    raise LoadError(f"no {SAFETENSORS_WEIGHTS_NAME} or {WEIGHTS_NAME} in {str(path)!r}.")
+
+
+def load_peft_weights(model_id: str | os.PathLike, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Read an adapter's tensors from a local directory; never executes pickled code."""
+    file = weights_file(model_id)
+    device = str(device) if device is not None else "cpu"
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(file), device=device)
+        state = torch.load(str(file), map_location=device, weights_only=True)
+    except Exception as exc:
+        raise LoadError(f"{file}: cannot read adapter weights ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LoadError(f"{file}: expected a flat dict of tensors.")
+    return state
+
+
+def save_weights(state: dict[str, torch.Tensor], directory: str | os.PathLike, safe_serialization: bool = True) -> Path:
+    """Write tensors atomically as ``adapter_model.safetensors`` (or ``.bin``)."""
+    directory = Path(directory)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state.items():
+        value = value.detach().contiguous()
+        ptr = value.untyped_storage().data_ptr()
+        if ptr in seen or value.untyped_storage().nbytes() != value.numel() * value.element_size():
+            value = value.clone()  # safetensors refuses tensors that share memory (tied weights, views)
+        seen.add(value.untyped_storage().data_ptr())
+        tensors[key] = value
+    target = directory / (SAFETENSORS_WEIGHTS_NAME if safe_serialization else WEIGHTS_NAME)
+    with atomic_path(target) as tmp:
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(tensors, str(tmp))
+    return target
+

@@ -1,0 +1,397 @@
+"""Putting adapters into a model and managing them: the method-independent tuner.
+
+:class:`AdapterModel` is what ``PeftModel.base_model`` is (PEFT's ``LoraModel`` role, for
+every method at once). It finds targets, asks the plugins to build adapter layers, swaps
+them in, freezes the base, and implements add/set/delete/enable/disable, merging and
+unloading on top of the :class:`~peft_core.layer.AdapterLayer` protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import PeftConfig
+from .errors import AdapterNameError, ConfigError, MergeError, TargetModulesError, UnsupportedOperation
+from .layer import AdapterLayer, base_of
+from .names import validate_adapter_name
+from .plugins import hook, registry
+from .registry import Capability, MethodSpec
+from .targeting import find_targets, walk_modules
+from .weights import dense_weight, require_description
+from .wrappers import ModulesToSaveWrapper
+
+
+def _split(name: str) -> tuple[str, str]:
+    parent, _, child = name.rpartition(".")
+    return parent, child
+
+
+class AdapterModel(nn.Module):
+    """Holds the user's model (``self.model``) with adapters injected, and their configs."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        peft_config: PeftConfig | dict[str, PeftConfig],
+        adapter_name: str = "default",
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.peft_config: dict[str, PeftConfig] = {}
+        self._active: list[str] = []
+        self._layers_cache: list[tuple[str, nn.Module]] | None = None
+        configs = peft_config if isinstance(peft_config, dict) else {adapter_name: peft_config}
+        for name, config in configs.items():
+            self.inject_adapter(config, name, autocast_adapter_dtype=autocast_adapter_dtype)
+        self.set_adapter(adapter_name if adapter_name in self.peft_config else next(iter(self.peft_config)))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(self.model, name)
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def spec_for(self, adapter_name: str) -> MethodSpec:
+        return registry().for_config(self._config(adapter_name))
+
+    def _config(self, adapter_name: str) -> PeftConfig:
+        try:
+            return self.peft_config[adapter_name]
+        except KeyError:
+            raise AdapterNameError(
+                f"no adapter named {adapter_name!r}; this model has: {sorted(self.peft_config) or 'none'}."
+            ) from None
+
+    def adapter_modules(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of every adapter layer and modules_to_save wrapper (cached)."""
+        if self._layers_cache is None:
+            self._layers_cache = [
+                (name, m) for name, m in walk_modules(self.model) if isinstance(m, (AdapterLayer, ModulesToSaveWrapper))
+            ]
+        return self._layers_cache
+
+    def adapter_layers(self) -> Iterator[tuple[str, AdapterLayer]]:
+        for name, module in self.adapter_modules():
+            if isinstance(module, AdapterLayer):
+                yield name, module
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._active)
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        return self._active[0] if len(self._active) == 1 else list(self._active)
+
+    # -- injection ------------------------------------------------------------------------
+
+    def _prefixes(self) -> tuple[str, ...]:
+        return tuple(spec.prefix for spec in registry())
+
+    def inject_adapter(self, config: PeftConfig, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """Add adapter ``adapter_name`` described by ``config``; all-or-nothing.
+
+        Everything that can fail (validation, targeting, building layers) happens before
+        the model is changed; if adding to existing layers fails half way, the adapter is
+        removed again.
+        """
+        validate_adapter_name(adapter_name, self._prefixes())
+        if adapter_name in self.peft_config:
+            raise AdapterNameError(f"an adapter named {adapter_name!r} already exists; pick another name or delete it first.")
+        spec = registry().for_config(config)
+        if spec.layer_factory is None:
+            raise UnsupportedOperation(f"{spec.name} does not wrap layers; it cannot be injected with this tuner.")
+        if self.peft_config:
+            spec.require(Capability.MULTI_ADAPTER, "adding a second adapter")
+            others = {self.spec_for(n).name for n in self.peft_config}
+            if others != {spec.name}:
+                spec.require(Capability.MIXED_METHODS, f"adding a {spec.name} adapter next to {sorted(others)} adapters")
+        config = self._resolve_targets(config, spec)
+        problems = [p for ps in hook().peft_core_validate_config(config=config, model=self.model) if ps for p in ps]
+        if problems:
+            raise ConfigError(f"invalid {type(config).__name__} for this model: " + "; ".join(problems))
+
+        targets = find_targets(self.model, config)
+        new_layers: dict[str, nn.Module] = {}
+        updates: list[tuple[str, AdapterLayer]] = []
+        for name in targets:
+            module = self.model.get_submodule(name)
+            if isinstance(module, AdapterLayer) and module.method == spec.name:
+                updates.append((name, module))
+                continue
+            if isinstance(module, AdapterLayer):
+                spec.require(Capability.MIXED_METHODS, f"adding {spec.name} on top of a {module.method} layer")
+                registry().get(module.method).require(Capability.MIXED_METHODS, f"adding {spec.name} on top of it")
+            desc = require_description(base_of(module), name, spec.name, _kinds(spec))
+            layer = hook().peft_core_create_adapter_layer(
+                spec=spec, target=module, module_name=name, description=desc, config=config, adapter_name=adapter_name
+            )
+            if layer is None:
+                raise TargetModulesError(f"no plugin could build a {spec.name} layer for {name!r} ({type(module).__name__}).")
+            _place_adapter(layer, adapter_name, desc, autocast_adapter_dtype)
+            new_layers[name] = layer
+        done: list[AdapterLayer] = []
+        try:
+            for name, layer in updates:
+                desc = layer.description
+                layer.update_layer(adapter_name, config, module_name=name)
+                done.append(layer)
+                _place_adapter(layer, adapter_name, desc, autocast_adapter_dtype)
+        except Exception:
+            for layer in done:
+                layer.delete_adapter(adapter_name)
+            raise
+        for name, layer in new_layers.items():
+            parent, child = _split(name)
+            setattr(self.model.get_submodule(parent) if parent else self.model, child, layer)
+        self._wrap_modules_to_save(config, adapter_name)
+        self.peft_config[adapter_name] = config
+        self._layers_cache = None
+        self._freeze_base()
+        self.set_adapter(self._active or [adapter_name])
+
+    def _resolve_targets(self, config: PeftConfig, spec: MethodSpec) -> PeftConfig:
+        if getattr(config, "target_modules", "unset") is not None:
+            return config
+        model_type = getattr(getattr(self.model, "config", None), "model_type", None)
+        defaults = getattr(config, "default_target_modules", lambda _t: None)(model_type)
+        if not defaults:
+            raise TargetModulesError(
+                f"target_modules is not set and there is no default for model type {model_type!r}; "
+                "pass target_modules (a list of module names, a regex, or 'all-linear')."
+            )
+        config.target_modules = set(defaults)
+        return config
+
+    def _wrap_modules_to_save(self, config: PeftConfig, adapter_name: str) -> None:
+        wanted = getattr(config, "modules_to_save", None)
+        if not wanted:
+            return
+        wanted = set(wanted)
+        for name, module in list(walk_modules(self.model)):
+            if not name or not any(name == w or name.endswith(f".{w}") for w in wanted):
+                continue
+            if isinstance(module, ModulesToSaveWrapper):
+                module.update(adapter_name)
+            elif not isinstance(module, AdapterLayer):
+                parent, child = _split(name)
+                setattr(self.model.get_submodule(parent) if parent else self.model, child,
+                        ModulesToSaveWrapper(module, adapter_name))
+
+    def _freeze_base(self) -> None:
+        """Only adapter parameters (and what methods declare as extra) keep gradients."""
+        adapter_params = set()
+        for _, module in self.adapter_modules():
+            if isinstance(module, AdapterLayer):
+                for name in module.adapter_names:
+                    adapter_params.update(id(p) for p in module.adapter_parameters(name))
+            else:
+                adapter_params.update(id(p) for p in module.modules_to_save.parameters())
+        for param in self.model.parameters():
+            if id(param) not in adapter_params:
+                param.requires_grad_(False)
+
+    def _extra_parameters(self, adapter_name: str) -> dict[str, nn.Parameter]:
+        spec, config = self.spec_for(adapter_name), self._config(adapter_name)
+        if spec.extra_parameters is None:
+            return {}
+        params = dict(self.model.named_parameters())
+        return {n: params[n] for n in spec.extra_parameters(self.model, config) if n in params}
+
+    # -- activity -------------------------------------------------------------------------
+
+    def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
+        """Make ``adapter_name`` (or several) the active adapter(s); they alone get gradients."""
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        if not names:
+            raise AdapterNameError("set_adapter needs at least one adapter name.")
+        for name in names:
+            self._config(name)
+        if len(names) > 1:
+            for name in names:
+                self.spec_for(name).require(Capability.MULTI_ACTIVE, "activating several adapters at once")
+        trainable = {n: not c.inference_mode for n, c in self.peft_config.items()}
+        for _, module in self.adapter_modules():
+            module.set_adapter(names, trainable)
+        for name in self.peft_config:
+            wanted = name in names and trainable[name]
+            for param in self._extra_parameters(name).values():
+                param.requires_grad_(wanted)
+        self._active = names
+
+    def _set_enabled(self, enabled: bool) -> None:
+        for name in self._active:
+            self.spec_for(name).require(Capability.DISABLE, "disabling adapters")
+        for _, module in self.adapter_modules():
+            module.enable_adapters(enabled)
+
+    def enable_adapter_layers(self) -> None:
+        self._set_enabled(True)
+
+    def disable_adapter_layers(self) -> None:
+        self._set_enabled(False)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove every trace of an adapter; a merged adapter is refused, untouched."""
+        self._config(adapter_name)
+        merged = [n for n, layer in self.adapter_layers() if adapter_name in layer.merged_adapters]
+        if merged:
+            raise MergeError(
+                f"adapter {adapter_name!r} is merged into {len(merged)} layer(s) (e.g. {merged[0]!r}); "
+                "call unmerge_adapter() before deleting it."
+            )
+        for _, module in self.adapter_modules():
+            module.delete_adapter(adapter_name)
+        del self.peft_config[adapter_name]
+        remaining = [n for n in self._active if n != adapter_name]
+        if not remaining and self.peft_config:
+            remaining = [next(iter(self.peft_config))]
+        self._active = []
+        if remaining:
+            self.set_adapter(remaining)
+        self._remove_empty_layers()
+
+    def _remove_empty_layers(self) -> None:
+        """Layers and wrappers left with no adapter go back to their plain module."""
+        for name, module in list(self.adapter_modules()):
+            empty = not module.adapter_names
+            if empty:
+                base = module.base_layer if isinstance(module, AdapterLayer) else module.original_module
+                self._replace(name, base)
+        self._layers_cache = None
+
+    def _replace(self, name: str, new: nn.Module) -> None:
+        parent, child = _split(name)
+        setattr(self.model.get_submodule(parent) if parent else self.model, child, new)
+
+    # -- merging --------------------------------------------------------------------------
+
+    def _require_all(self, capability: Capability, operation: str, names: Sequence[str] | None = None) -> None:
+        for name in names if names is not None else list(self.peft_config):
+            self.spec_for(name).require(capability, operation)
+
+    def merge_adapter(self, adapter_names: Sequence[str] | None = None, safe_merge: bool = False) -> None:
+        """Merge the active (or given) adapters into the base weights; ``unmerge_adapter`` undoes it."""
+        names = list(self._active if adapter_names is None else adapter_names)
+        self._require_all(Capability.MERGE, "merging", names)
+        for layer_name, layer in self.adapter_layers():
+            try:
+                layer.merge(safe_merge=safe_merge, adapter_names=[n for n in names if layer.has_adapter(n)])
+            except MergeError as exc:
+                raise MergeError(f"layer {layer_name!r}: {exc}") from None
+
+    def unmerge_adapter(self) -> None:
+        for _, layer in self.adapter_layers():
+            layer.unmerge()
+
+    def merge_and_unload(
+        self, progressbar: bool = False, safe_merge: bool = False, adapter_names: Sequence[str] | None = None
+    ) -> nn.Module:
+        """Merge adapters into the base weights and return the plain model (no adapter modules)."""
+        names = list(self._active if adapter_names is None else adapter_names)
+        self._require_all(Capability.MERGE, "merge_and_unload", names)
+        if safe_merge:  # check every layer before writing any, so a NaN leaves the model as it was
+            for layer_name, layer in self.adapter_layers():
+                for n in names:
+                    if layer.has_adapter(n) and n not in layer.merged_adapters:
+                        w = layer.merged_weight(dense_weight(layer.base_layer), n)
+                        if not torch.isfinite(w).all():
+                            raise MergeError(f"layer {layer_name!r}: merging adapter {n!r} gives NaN/inf; nothing was merged.")
+        return self._unload(merge=True, names=names, progressbar=progressbar)
+
+    def unload(self) -> nn.Module:
+        """Remove all adapter modules (unmerging first) and return the original model."""
+        self._require_all(Capability.UNLOAD, "unload")
+        return self._unload(merge=False, names=[], progressbar=False)
+
+    def _unload(self, merge: bool, names: Sequence[str], progressbar: bool) -> nn.Module:
+        modules = list(self.adapter_modules())
+        for name, module in tqdm(modules, desc="Unloading" + (" and merging" if merge else ""), disable=not progressbar):
+            if isinstance(module, AdapterLayer):
+                if merge:
+                    module.merge(adapter_names=[n for n in names if module.has_adapter(n)])
+                else:
+                    module.unmerge()
+                base = module.base_layer
+            else:
+                keep = module.active_adapter if merge else None
+                base = module.modules_to_save[keep] if keep in module.modules_to_save else module.original_module
+            self._replace(name, base)
+        self._layers_cache = None
+        return self.model
+
+
+def _kinds(spec: MethodSpec) -> tuple[str, ...]:
+    return tuple(getattr(spec.config_class, "supported_layer_kinds", ("linear", "conv", "embedding")))
+
+
+def _place_adapter(layer: AdapterLayer, adapter_name: str, desc: Any, autocast_adapter_dtype: bool) -> None:
+    """Put a new adapter's tensors on the base layer's device; fp32 when the base is half precision.
+
+    Keeping adapters in fp32 over an fp16/bf16 base (``autocast_adapter_dtype``) is what
+    PEFT does: low-precision adapter updates lose small gradient steps.
+    """
+    dtype = desc.dtype
+    if not dtype.is_floating_point or (autocast_adapter_dtype and dtype in (torch.float16, torch.bfloat16)):
+        dtype = torch.float32
+    for attr in layer.adapter_layer_names:
+        container = getattr(layer, attr)
+        if adapter_name not in container:
+            continue
+        item = container[adapter_name]
+        with torch.no_grad():
+            if isinstance(item, nn.Module):
+                item.to(device=desc.device, dtype=dtype)
+            else:
+                item.data = item.data.to(device=desc.device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def routing(tuner: AdapterModel, adapter_names: Sequence[str] | None, batch_size: int | None = None) -> Iterator[None]:
+    """Route rows of a mixed batch to adapters for the duration of one forward/generate.
+
+    Rows are grouped by adapter ONCE here; every layer then reuses the same index tensors.
+    """
+    if adapter_names is None:
+        yield
+        return
+    from .names import BASE_ADAPTER_NAME
+
+    names = list(adapter_names)
+    if batch_size is not None and len(names) != batch_size:
+        raise AdapterNameError(f"adapter_names has {len(names)} entries but the batch has {batch_size} rows.")
+    unknown = sorted({n for n in names if n != BASE_ADAPTER_NAME and n not in tuner.peft_config})
+    if unknown:
+        raise AdapterNameError(f"adapter_names mentions unknown adapters {unknown}; known: {sorted(tuner.peft_config)}.")
+    for n in set(names) - {BASE_ADAPTER_NAME}:
+        tuner.spec_for(n).require(Capability.MIXED_BATCH, "mixed-batch inference (adapter_names=...)")
+    groups: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        groups.setdefault(n, []).append(i)
+    modules = [m for _, m in tuner.adapter_modules()]
+    device = next((p.device for p in tuner.model.parameters()), torch.device("cpu"))
+    plan = [(n, torch.tensor(rows, device=device)) for n, rows in groups.items() if n != BASE_ADAPTER_NAME]
+    for module in modules:
+        if getattr(module, "merged", False):
+            raise MergeError("a mixed batch (adapter_names=...) cannot run while adapters are merged; unmerge first.")
+        module._routing = plan
+    try:
+        yield
+    finally:
+        for module in modules:
+            module._routing = None

@@ -1,0 +1,144 @@
+"""``LoraConfig``: the field names, defaults and JSON of Hugging Face PEFT's LoRA config.
+
+Every field PEFT writes is here so configs round-trip in both directions. Fields that
+select LoRA extensions this plugin does not implement are accepted when read (so a
+config never fails to parse) but rejected, with the reason, when an adapter is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from peft_core.config import PeftConfig
+from peft_core.errors import ConfigError
+
+#: Module names LoRA adapts when ``target_modules`` is not given, by ``model.config.model_type``.
+DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
+    **dict.fromkeys(
+        ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "opt",
+         "gptj", "bart", "mbart", "stablelm", "starcoder2", "olmo", "olmo2", "granite", "cohere", "smollm3"],
+        ["q_proj", "v_proj"],
+    ),
+    **dict.fromkeys(["t5", "mt5", "umt5"], ["q", "v"]),
+    **dict.fromkeys(["bert", "roberta", "xlm-roberta", "electra", "camembert", "layoutlm"], ["query", "value"]),
+    "gpt2": ["c_attn"],
+    **dict.fromkeys(["bloom", "gpt_neox", "falcon"], ["query_key_value"]),
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "deberta": ["in_proj"],
+    "gpt_neo": ["q_proj", "v_proj"],
+    "gpt_bigcode": ["c_attn"],
+}
+
+BASIC_INITS = (True, False, "gaussian")
+
+#: fields whose non-default values need LoRA extensions this plugin does not provide
+_UNSUPPORTED: dict[str, Any] = {
+    "megatron_config": None,
+    "trainable_token_indices": None,
+    "eva_config": None,
+    "corda_config": None,
+    "lora_ga_config": None,
+    "velora_config": None,
+    "alora_invocation_tokens": None,
+    "use_qalora": False,
+    "monteclora_config": None,
+    "layer_replication": None,
+    "target_parameters": None,
+    "use_bdlora": None,
+    "arrow_config": None,
+    "kasa_config": None,
+    "ensure_weight_tying": False,
+}
+
+
+@dataclass
+class LoraConfig(PeftConfig):
+    """LoRA: ``W x + (lora_alpha / r) · B A x`` on the targeted modules (``/ sqrt(r)`` with rsLoRA)."""
+
+    peft_type: Optional[str] = "LORA"
+    r: int = 8
+    target_modules: Optional[Union[list[str], set[str], str]] = None
+    exclude_modules: Optional[Union[list[str], set[str], str]] = None
+    lora_alpha: float = 8
+    lora_dropout: float = 0.0
+    fan_in_fan_out: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = False
+    modules_to_save: Optional[list[str]] = None
+    init_lora_weights: Union[bool, str] = True
+    layers_to_transform: Optional[Union[list[int], int]] = None
+    layers_pattern: Optional[Union[list[str], str]] = None
+    rank_pattern: Optional[dict] = field(default_factory=dict)
+    alpha_pattern: Optional[dict] = field(default_factory=dict)
+    megatron_config: Optional[dict] = None
+    megatron_core: Optional[str] = "megatron.core"
+    trainable_token_indices: Optional[Union[list[int], dict]] = None
+    loftq_config: Union[dict, Any] = field(default_factory=dict)
+    eva_config: Optional[Any] = None
+    corda_config: Optional[Any] = None
+    lora_ga_config: Optional[Any] = None
+    use_dora: bool = False
+    velora_config: Optional[Any] = None
+    alora_invocation_tokens: Optional[list[int]] = None
+    use_qalora: bool = False
+    qalora_group_size: int = 16
+    monteclora_config: Optional[Any] = None
+    layer_replication: Optional[list] = None
+    lora_bias: bool = False
+    target_parameters: Optional[list[str]] = None
+    use_bdlora: Optional[Any] = None
+    arrow_config: Optional[Any] = None
+    kasa_config: Optional[Any] = None
+    ensure_weight_tying: bool = False
+
+    supported_layer_kinds: ClassVar[tuple[str, ...]] = ("linear", "conv", "embedding")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = "LORA"
+        if isinstance(self.target_modules, (list, tuple)):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, (list, tuple)):
+            self.exclude_modules = set(self.exclude_modules)
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ConfigError(f"r must be a positive integer (the adapter rank), got {self.r!r}.")
+        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)):
+            raise ConfigError(f"lora_alpha must be a number, got {self.lora_alpha!r}.")
+        if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ConfigError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
+        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
+            raise ConfigError("layers_to_transform only works with a list of target_modules, not a regex string.")
+        if isinstance(self.target_modules, str) and self.layers_pattern is not None:
+            raise ConfigError("layers_pattern only works with a list of target_modules, not a regex string.")
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ConfigError("layers_pattern is only used together with layers_to_transform; set both or neither.")
+        for name, pattern in (("rank_pattern", self.rank_pattern), ("alpha_pattern", self.alpha_pattern)):
+            if pattern is not None and not isinstance(pattern, dict):
+                raise ConfigError(f"{name} must be a dict of module-name pattern -> value, got {pattern!r}.")
+        for key, r in (self.rank_pattern or {}).items():
+            if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+                raise ConfigError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}.")
+        if self.loftq_config is None:
+            self.loftq_config = {}
+
+    def default_target_modules(self, model_type: str | None) -> list[str] | None:
+        return DEFAULT_TARGET_MODULES.get(model_type or "")
+
+    def unsupported_fields(self) -> list[str]:
+        """Problems with fields that need LoRA extensions not installed or not implemented."""
+        problems = [
+            f"{name}={getattr(self, name)!r} is not supported by this version of peft-core-lora"
+            for name, default in _UNSUPPORTED.items()
+            if getattr(self, name) not in (default, {}, [])
+        ]
+        if self.loftq_config not in ({}, None):
+            problems.append("loftq_config is not supported by this version of peft-core-lora")
+        if self.init_lora_weights not in BASIC_INITS:
+            problems.append(
+                f"init_lora_weights={self.init_lora_weights!r} is not available; installed options: True, False, 'gaussian'"
+            )
+        return problems

@@ -1,0 +1,51 @@
+"""Hooks the LoRA plugin opens for other plugins: LoRA *variants* (DoRA, …).
+
+A variant changes how one adapter of a LoRA layer is applied and merged while keeping
+LoRA's parameters and on-disk keys. The LoRA plugin adds these specs through
+``peft_core_addhooks``; a variant plugin implements them with ``@peft_core.hookimpl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from peft_core.hookspecs import hookspec
+
+
+class LoraVariant(Protocol):
+    """What a variant object provides; the layer calls it instead of the plain LoRA math."""
+
+    #: extra per-adapter attributes the variant adds to the layer (saved like LoRA's own)
+    adapter_layer_names: tuple[str, ...]
+
+    def init(self, layer: Any, adapter_name: str, config: Any) -> None:
+        """Create the variant's parameters after LoRA's own are initialised."""
+
+    def apply(self, layer: Any, adapter_name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """Return ``result`` (the base output) with the adapter applied."""
+
+    def merged_weight(self, layer: Any, adapter_name: str, weight: torch.Tensor) -> torch.Tensor:
+        """The base weight with this adapter merged in (canonical layout)."""
+
+    def unmerged_weight(self, layer: Any, adapter_name: str, weight: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`merged_weight`."""
+
+
+@hookspec(firstresult=True)
+def peft_core_lora_variant(config: Any, layer_kind: str) -> LoraVariant | None:
+    """Return the variant object for a ``LoraConfig`` on a layer of ``layer_kind``, or ``None``.
+
+    Called once per adapter and layer when the adapter is created. ``None`` from every
+    implementation means plain LoRA.
+    """
+
+
+@hookspec
+def peft_core_lora_variant_flags() -> dict[str, str] | None:
+    """Return ``{config field: distribution}`` for variant switches this plugin serves.
+
+    Lets the LoRA plugin tell a user who sets ``use_dora=True`` which package to install
+    when no plugin claims that flag.
+    """

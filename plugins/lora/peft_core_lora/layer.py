@@ -1,0 +1,192 @@
+"""LoRA layers: ``result + (alpha / r) · B(A(dropout(x)))``, readable in one screen each.
+
+Everything about adapter bookkeeping, merging and mixed batches is inherited from
+:class:`peft_core.layer.AdapterLayer`; a LoRA layer only says how its two factors are
+built, applied, and multiplied into a weight delta (canonical ``(out, in, *kernel)``
+layout, so Conv1D's transposed storage is the weight hook's business, not ours).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peft_core.errors import ConfigError, TargetModulesError
+from peft_core.layer import AdapterLayer
+from peft_core.targeting import pattern_value
+from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription
+
+
+class LoraLayer(AdapterLayer):
+    """What every LoRA layer shares: rank, alpha, scaling, dropout, init, variants."""
+
+    method = "LORA"
+    other_param_names = ("r", "lora_alpha", "scaling", "use_rslora", "lora_dropout", "lora_variant")
+
+    def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
+        super().__init__(base_layer, description)
+        self.lora_dropout = nn.ModuleDict()
+
+    def update_layer(self, adapter_name: str, config: Any, module_name: str = "", **kwargs: Any) -> None:
+        r = pattern_value(config.rank_pattern or {}, module_name, config.r)
+        alpha = pattern_value(config.alpha_pattern or {}, module_name, config.lora_alpha)
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = alpha
+        self.use_rslora[adapter_name] = config.use_rslora
+        self.scaling[adapter_name] = alpha / math.sqrt(r) if config.use_rslora else alpha / r
+        p = config.lora_dropout
+        self.lora_dropout[adapter_name] = nn.Dropout(p) if p > 0 else nn.Identity()
+        self.create_factors(adapter_name, r, config)
+        self.reset_lora_parameters(adapter_name, config.init_lora_weights)
+        from .plugin import variant_for
+
+        variant = variant_for(config, self.description.kind)
+        if variant is not None:
+            variant.init(self, adapter_name, config)
+            self.lora_variant[adapter_name] = variant
+
+    def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
+        raise NotImplementedError
+
+    def reset_lora_parameters(self, adapter_name: str, init: bool | str) -> None:
+        if init is False:
+            return
+        A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
+        if init is True:
+            nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
+        else:  # "gaussian"
+            nn.init.normal_(A.weight, std=1 / self.r[adapter_name])
+        nn.init.zeros_(B.weight)
+        if B.bias is not None:
+            nn.init.zeros_(B.bias)
+
+    def set_scale(self, adapter_name: str, scale: float) -> None:
+        """Set the scaling to ``scale`` times its configured value (rescaling helpers use this)."""
+        r, alpha = self.r[adapter_name], self.lora_alpha[adapter_name]
+        base = alpha / math.sqrt(r) if self.use_rslora[adapter_name] else alpha / r
+        self.scaling[adapter_name] = scale * base
+
+    def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        variant = self.lora_variant.get(adapter_name)
+        if variant is not None:
+            return variant.apply(self, adapter_name, x, result)
+        A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
+        x = x.to(A.weight.dtype)
+        return result + (B(A(self.lora_dropout[adapter_name](x))) * self.scaling[adapter_name]).to(result.dtype)
+
+    def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
+        bias = self.lora_B[adapter_name].bias
+        return None if bias is None else bias * self.scaling[adapter_name]
+
+    def merged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        variant = self.lora_variant.get(adapter_name)
+        if variant is not None:
+            return variant.merged_weight(self, adapter_name, weight)
+        return super().merged_weight(weight, adapter_name)
+
+    def unmerged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        variant = self.lora_variant.get(adapter_name)
+        if variant is not None:
+            return variant.unmerged_weight(self, adapter_name, weight)
+        return super().unmerged_weight(weight, adapter_name)
+
+
+class LoraLinear(LoraLayer):
+    """LoRA on ``nn.Linear``, transformers ``Conv1D`` and quantized linears (via the weight hooks)."""
+
+    adapter_layer_names = ("lora_A", "lora_B")
+
+    def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
+        super().__init__(base_layer, description)
+        self.lora_A, self.lora_B = nn.ModuleDict(), nn.ModuleDict()
+
+    def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
+        d = self.description
+        self.lora_A[adapter_name] = nn.Linear(d.in_features, r, bias=False)
+        self.lora_B[adapter_name] = nn.Linear(r, d.out_features, bias=config.lora_bias)
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
+        return (B @ A) * self.scaling[adapter_name]
+
+
+class LoraEmbedding(LoraLayer):
+    """LoRA on ``nn.Embedding``: A is a lookup table (``lora_embedding_A``), B a projection."""
+
+    adapter_layer_names = ("lora_embedding_A", "lora_embedding_B")
+
+    def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
+        super().__init__(base_layer, description)
+        self.lora_embedding_A, self.lora_embedding_B = nn.ParameterDict(), nn.ParameterDict()
+
+    def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
+        if config.lora_bias:
+            raise ConfigError("lora_bias=True is not available for embedding layers; exclude them or set lora_bias=False.")
+        d = self.description
+        self.lora_embedding_A[adapter_name] = nn.Parameter(torch.randn(r, d.in_features))
+        self.lora_embedding_B[adapter_name] = nn.Parameter(torch.randn(d.out_features, r))
+
+    def reset_lora_parameters(self, adapter_name: str, init: bool | str) -> None:
+        if init is False:
+            return
+        nn.init.zeros_(self.lora_embedding_A[adapter_name])
+        nn.init.normal_(self.lora_embedding_B[adapter_name])
+
+    def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        variant = self.lora_variant.get(adapter_name)
+        if variant is not None:
+            return variant.apply(self, adapter_name, x, result)
+        base = self.base_layer
+        A, B = self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name]
+        after_a = F.embedding(x, A.T, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse)
+        return result + ((after_a @ B.T) * self.scaling[adapter_name]).to(result.dtype)
+
+    def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
+        return None
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        return (self.lora_embedding_B[adapter_name] @ self.lora_embedding_A[adapter_name]) * self.scaling[adapter_name]
+
+
+_CONV_BY_DIM = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+class LoraConv(LoraLayer):
+    """LoRA on ``nn.Conv1d/2d/3d``: A has the base kernel, B is a 1×…×1 convolution."""
+
+    adapter_layer_names = ("lora_A", "lora_B")
+
+    def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
+        super().__init__(base_layer, description)
+        self.lora_A, self.lora_B = nn.ModuleDict(), nn.ModuleDict()
+
+    def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
+        d = self.description
+        conv = _CONV_BY_DIM[d.conv_dim]
+        if d.extra.get("groups", 1) != 1:
+            raise TargetModulesError("LoRA on grouped convolutions (groups > 1) is not supported; exclude those layers.")
+        self.lora_A[adapter_name] = conv(d.in_features, r, d.kernel_size, d.extra["stride"], d.extra["padding"], bias=False)
+        ones = (1,) * d.conv_dim
+        self.lora_B[adapter_name] = conv(r, d.out_features, ones, ones, bias=config.lora_bias)
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
+        # B is 1×…×1, so conv(B) ∘ conv(A) is one conv whose kernel mixes A's output channels
+        delta = torch.einsum("or,ri...->oi...", B.flatten(1), A)
+        return delta * self.scaling[adapter_name]
+
+
+_LAYERS = {LINEAR: LoraLinear, EMBEDDING: LoraEmbedding, CONV: LoraConv}
+
+
+def create_lora_layer(
+    target: nn.Module, description: LayerDescription, config: Any, adapter_name: str, module_name: str = ""
+) -> LoraLayer:
+    """The ``MethodSpec.layer_factory`` of LoRA: pick the layer class for the module kind."""
+    layer = _LAYERS[description.kind](target, description)
+    layer.update_layer(adapter_name, config, module_name=module_name)
+    return layer

@@ -1,0 +1,91 @@
+"""The LoRA plugin: registers ``LORA`` and opens the variant hooks (entry point ``peft_core: lora``)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from peft_core import Capability, MethodSpec, hookimpl
+from peft_core.layer import AdapterLayer
+from peft_core.plugins import hook
+from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
+from peft_core.targeting import walk_modules
+
+from . import hookspecs
+from .config import LoraConfig
+from .layer import create_lora_layer
+from .model import LoraModel
+
+#: variant switches of LoraConfig and the plugin that serves each
+KNOWN_VARIANT_FLAGS = {"use_dora": "peft-core-dora"}
+
+
+def bias_parameters(model: nn.Module, config: LoraConfig) -> Iterable[str]:
+    """Base-model biases LoRA trains and saves: every bias (``"all"``) or those of LoRA layers."""
+    if config.bias == "all":
+        return [n for n, _ in model.named_parameters() if "bias" in n and ".lora_" not in n]
+    if config.bias == "lora_only":
+        return [
+            f"{name}.base_layer.bias"
+            for name, module in walk_modules(model)
+            if isinstance(module, AdapterLayer) and module.method == "LORA" and getattr(module.base_layer, "bias", None) is not None
+        ]
+    return []
+
+
+def variant_for(config: LoraConfig, layer_kind: str) -> Any:
+    return hook().peft_core_lora_variant(config=config, layer_kind=layer_kind)
+
+
+@hookimpl
+def peft_core_addhooks(plugin_manager: Any) -> None:
+    plugin_manager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def peft_core_register_methods(registry: MethodRegistry) -> None:
+    registry.register(
+        MethodSpec(
+            name="LORA",
+            config_class=LoraConfig,
+            prefix="lora_",
+            layer_factory=create_lora_layer,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
+            extra_parameters=bias_parameters,
+            exports={"LoraModel": LoraModel},
+            description="Low-rank adaptation: a trainable low-rank update B·A added to frozen weights.",
+            paper="https://arxiv.org/abs/2106.09685",
+        )
+    )
+
+
+@hookimpl
+def peft_core_validate_config(config: Any, model: nn.Module) -> list[str] | None:
+    if not isinstance(config, LoraConfig):
+        return None
+    problems = config.unsupported_fields()
+    served: dict[str, str] = {}
+    for flags in hook().peft_core_lora_variant_flags():
+        served.update(flags or {})
+    for flag, dist in KNOWN_VARIANT_FLAGS.items():
+        if getattr(config, flag) and flag not in served:
+            problems.append(f"{flag}=True needs the {dist} plugin: pip install {dist}")
+    _check_fan_in_fan_out(config, model)
+    return problems
+
+
+def _check_fan_in_fan_out(config: LoraConfig, model: nn.Module) -> None:
+    """Keep ``fan_in_fan_out`` truthful for PEFT readers: True exactly when targets store W transposed."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except Exception:  # pragma: no cover
+        return
+    has_conv1d = any(isinstance(m, Conv1D) for m in model.modules())
+    if has_conv1d and not config.fan_in_fan_out and not isinstance(config.target_modules, str):
+        wanted = set(config.target_modules or ())
+        if any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in wanted for n, m in model.named_modules()):
+            warnings.warn("target modules are Conv1D layers (GPT-2 style); setting fan_in_fan_out=True.", UserWarning, stacklevel=2)
+            config.fan_in_fan_out = True
