@@ -1,0 +1,1 @@
+"""The shared conformance suite: checks every method plugin must pass (importable without pytest)."""
