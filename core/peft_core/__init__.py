@@ -24,6 +24,7 @@ from .errors import (
     UnsupportedOperation,
 )
 from .hookspecs import hookimpl
+from .kbit import prepare_model_for_kbit_training
 from .layer import AdapterLayer
 from .model import (
     MODEL_TYPE_TO_PEFT_MODEL_MAPPING,
@@ -73,6 +74,7 @@ __all__ = [
     "hookimpl",
     "inject_adapter_in_model",
     "load_peft_weights",
+    "prepare_model_for_kbit_training",
     "set_peft_model_state_dict",
 ]
 
