@@ -88,10 +88,15 @@ class PeftConfig:
         data.update(overrides)
         hook().peft_core_upgrade_config(config_dict=data)
         target = cls
-        if cls.__dataclass_fields__["peft_type"].default is None:  # the base class: dispatch
-            peft_type = data.get("peft_type")
+        own_type = cls.__dataclass_fields__["peft_type"].default
+        peft_type = data.get("peft_type")
+        if own_type is None:  # the base class: dispatch
             if not isinstance(peft_type, str) or not peft_type:
                 raise ConfigError(f"{_where(source)}the config has no 'peft_type' string; cannot tell which method wrote it.")
+            target = registry().get(peft_type).config_class
+        elif isinstance(peft_type, str) and peft_type and peft_type.upper() != str(own_type).upper():
+            # like PEFT, a method class reading another method's config dispatches instead of
+            # silently relabelling it (LoraConfig.from_pretrained on an IA3 adapter → IA3Config)
             target = registry().get(peft_type).config_class
         return target._from_known_fields(data, source)
 
