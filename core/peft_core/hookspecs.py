@@ -13,6 +13,8 @@ Hooks come in groups:
   every backend), and how to build an adapter layer;
 * **serialization** — method-specific key/tensor mapping around the shared on-disk format;
 * **conformance** — the Hypothesis strategies a method contributes to the shared suite;
+* **combining and hot-swapping** — the method-specific half of ``add_weighted_adapter`` and
+  ``hotswap_adapter`` (the core owns the math utilities, validation and rollback);
 * **meta** — a plugin adds hook specs of its own (LoRA declares a *variant* hook that
   other plugins implement).
 
@@ -160,6 +162,39 @@ def peft_core_conformance_cases(method: str) -> Any:
 
     The value is a :class:`peft_core.conformance.MethodCases`: Hypothesis strategies for
     valid configs (and for invalid ones), and which base models the method can adapt.
+    """
+
+
+# -- combining and hot-swapping ----------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def peft_core_combine_adapters(spec: MethodSpec, configs: list[PeftConfig], combination: Any) -> Any:
+    """Return an :class:`~peft_core.merging.AdapterCombiner` for ``spec``'s adapters, or ``None`` if not ours.
+
+    Called by ``add_weighted_adapter`` after the core has validated the request
+    (``combination`` is a :class:`~peft_core.merging.Combination`: adapter names, weights,
+    combination type, SVD and pruning settings) and checked that the method declares
+    ``Capability.WEIGHTED_COMBINE``. ``configs`` are the configs of the adapters being
+    combined, in order. The combiner says what the new adapter's config is (its rank, its
+    targets) and fills each layer's new tensors; the core does everything else (injecting
+    the new adapter, rolling back on failure). Raise a
+    :class:`~peft_core.errors.PeftCoreError` to refuse a combination the method cannot
+    express (different ranks for ``linear``, a variant without a combined form, …). The
+    tensor math is public in :mod:`peft_core.merging`, so implementations stay short.
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_hotswap_support(spec: MethodSpec) -> Any:
+    """Return a :class:`~peft_core.hotswap.HotswapSupport` for ``spec``, or ``None`` if not ours.
+
+    Called by ``hotswap_adapter`` and ``prepare_model_for_compiled_hotswap`` for methods that
+    declare ``Capability.HOTSWAP``. The core copies tensors in place (zero-padding smaller
+    ones into larger, prepared ones); the support object supplies what only the method
+    knows: which config fields must agree, how a layer's per-adapter numbers (LoRA's
+    scaling) are rewritten in place, and how a layer is padded to a target rank with its
+    numbers turned into tensors so that a compiled graph survives a swap.
     """
 
 

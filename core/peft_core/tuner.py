@@ -9,6 +9,7 @@ unloading on top of the :class:`~peft_core.layer.AdapterLayer` protocol.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -215,8 +216,12 @@ class AdapterModel(nn.Module):
 
     # -- activity -------------------------------------------------------------------------
 
-    def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
-        """Make ``adapter_name`` (or several) the active adapter(s); they alone get gradients."""
+    def set_adapter(self, adapter_name: str | Sequence[str], inference_mode: bool = False) -> None:
+        """Make ``adapter_name`` (or several) the active adapter(s); they alone get gradients.
+
+        Adapters loaded for inference (``inference_mode`` in their config) stay frozen;
+        ``inference_mode=True`` freezes the newly active ones too, as in PEFT.
+        """
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
         if not names:
             raise AdapterNameError("set_adapter needs at least one adapter name.")
@@ -225,7 +230,7 @@ class AdapterModel(nn.Module):
         if len(names) > 1:
             for name in names:
                 self.spec_for(name).require(Capability.MULTI_ACTIVE, "activating several adapters at once")
-        trainable = {n: not c.inference_mode for n, c in self.peft_config.items()}
+        trainable = {n: not (c.inference_mode or (inference_mode and n in names)) for n, c in self.peft_config.items()}
         for _, module in self.adapter_modules():
             module.set_adapter(names, trainable)
         for name in self.peft_config:
@@ -260,7 +265,10 @@ class AdapterModel(nn.Module):
         del self.peft_config[adapter_name]
         remaining = [n for n in self._active if n != adapter_name]
         if not remaining and self.peft_config:
-            remaining = [next(iter(self.peft_config))]
+            remaining = [sorted(self.peft_config)[0]]  # deterministic, as PEFT chooses
+            if adapter_name in self._active:
+                warnings.warn(f"adapter {adapter_name!r} was active and is deleted; {remaining[0]!r} is now active.",
+                              UserWarning, stacklevel=3)
         self._active = []
         if remaining:
             self.set_adapter(remaining)
@@ -313,6 +321,13 @@ class AdapterModel(nn.Module):
                         if not torch.isfinite(w).all():
                             raise MergeError(f"layer {layer_name!r}: merging adapter {n!r} gives NaN/inf; nothing was merged.")
         return self._unload(merge=True, names=names, progressbar=progressbar)
+
+    def add_weighted_adapter(self, adapters: Sequence[str], weights: Sequence[float], adapter_name: str,
+                             combination_type: str = "svd", **kwargs: Any) -> None:
+        """Add a new adapter combining ``adapters``; see :func:`peft_core.merging.add_weighted_adapter`."""
+        from .merging import add_weighted_adapter
+
+        add_weighted_adapter(self, adapters, weights, adapter_name, combination_type, **kwargs)
 
     def unload(self) -> nn.Module:
         """Remove all adapter modules (unmerging first) and return the original model."""

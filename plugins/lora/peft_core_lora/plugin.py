@@ -15,6 +15,8 @@ from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 from peft_core.targeting import walk_modules
 
 from . import hookspecs
+from .combine import peft_core_combine_adapters  # noqa: F401  (hook implementations registered with this module)
+from .hotswap import peft_core_hotswap_support  # noqa: F401
 from .config import LoraConfig
 from .layer import create_lora_layer
 from .model import LoraModel
@@ -53,7 +55,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=LoraConfig,
             prefix="lora_",
             layer_factory=create_lora_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE, Capability.WEIGHTED_COMBINE, Capability.HOTSWAP},
             extra_parameters=bias_parameters,
             exports={"LoraModel": LoraModel},
             description="Low-rank adaptation: a trainable low-rank update B·A added to frozen weights.",
