@@ -41,12 +41,28 @@ from .model import (
 from .registry import Capability, MethodSpec
 from .serialization import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 from .tuner import AdapterModel
+from .helpers import check_if_peft_model, rescale_adapter_scale, update_forward_signature, update_generate_signature, update_signature
+from .hotswap import hotswap_adapter, prepare_model_for_compiled_hotswap
+from .merging import add_weighted_adapter
+from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdapterLayer",
     "AdapterModel",
+    "TunerLayerStatus",
+    "TunerModelStatus",
+    "add_weighted_adapter",
+    "check_if_peft_model",
+    "get_layer_status",
+    "get_model_status",
+    "hotswap_adapter",
+    "prepare_model_for_compiled_hotswap",
+    "rescale_adapter_scale",
+    "update_forward_signature",
+    "update_generate_signature",
+    "update_signature",
     "AdapterNameError",
     "Capability",
     "ConfigError",

@@ -38,8 +38,8 @@ class AdapterLayer(nn.Module):
         self._active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self._disable_adapters = False
-        #: mixed-batch routing: [(adapter name, row indices)], set around one forward by the model
-        self._routing: list[tuple[str, torch.Tensor]] | None = None
+        #: mixed-batch routing (a :class:`~peft_core.routing.RoutingPlan`), set around one forward by the model
+        self._routing: Any = None
         for name in self.other_param_names:
             setattr(self, name, {})
 
@@ -222,7 +222,7 @@ class AdapterLayer(nn.Module):
     def _forward_routed(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """Apply each adapter to its own rows only; rows of ``__base__`` stay base output."""
         assert self._routing is not None
-        for name, rows in self._routing:
+        for name, rows in self._routing.for_rows(x.shape[0], x.device):
             if not self.has_adapter(name):
                 continue
             sub = self.apply_adapter(x.index_select(0, rows), result.index_select(0, rows), name)

@@ -107,11 +107,36 @@ class PeftModel(nn.Module):
         """Add a new (inactive) adapter; ``set_adapter`` activates it."""
         self.base_model.inject_adapter(_with_task_heads(peft_config), adapter_name)
 
-    def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
-        self.base_model.set_adapter(adapter_name)
+    def set_adapter(self, adapter_name: str | Sequence[str], inference_mode: bool = False) -> None:
+        """Activate one adapter or several (their outputs add up); ``inference_mode`` keeps them frozen."""
+        self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
 
     def delete_adapter(self, adapter_name: str) -> None:
         self.base_model.delete_adapter(adapter_name)
+
+    def set_requires_grad(self, adapter_names: str | Sequence[str], requires_grad: bool = True) -> None:
+        """Switch gradients of the named adapters' parameters on or off, leaving activity as it is."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for name in names:
+            self.base_model._config(name)
+        for _, module in self.base_model.adapter_modules():
+            for name in names:
+                params = (module.adapter_parameters(name) if hasattr(module, "adapter_parameters")
+                          else module.modules_to_save[name].parameters() if name in module.modules_to_save else [])
+                for param in params:
+                    param.requires_grad_(requires_grad)
+
+    def get_layer_status(self) -> list[Any]:
+        """Per-layer adapter state (PEFT's ``TunerLayerStatus``); see :func:`peft_core.status.get_layer_status`."""
+        from .status import get_layer_status
+
+        return get_layer_status(self)
+
+    def get_model_status(self) -> Any:
+        """Whole-model adapter state (PEFT's ``TunerModelStatus``); see :func:`peft_core.status.get_model_status`."""
+        from .status import get_model_status
+
+        return get_model_status(self)
 
     # -- parameters -----------------------------------------------------------------------
 

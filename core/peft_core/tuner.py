@@ -387,6 +387,8 @@ def routing(tuner: AdapterModel, adapter_names: Sequence[str] | None, batch_size
         return
     from .names import BASE_ADAPTER_NAME
 
+    if isinstance(adapter_names, str):
+        raise AdapterNameError("adapter_names must be a list with one adapter name (or '__base__') per input row.")
     names = list(adapter_names)
     if batch_size is not None and len(names) != batch_size:
         raise AdapterNameError(f"adapter_names has {len(names)} entries but the batch has {batch_size} rows.")
@@ -395,15 +397,13 @@ def routing(tuner: AdapterModel, adapter_names: Sequence[str] | None, batch_size
         raise AdapterNameError(f"adapter_names mentions unknown adapters {unknown}; known: {sorted(tuner.peft_config)}.")
     for n in set(names) - {BASE_ADAPTER_NAME}:
         tuner.spec_for(n).require(Capability.MIXED_BATCH, "mixed-batch inference (adapter_names=...)")
-    groups: dict[str, list[int]] = {}
-    for i, n in enumerate(names):
-        groups.setdefault(n, []).append(i)
+    from .routing import RoutingPlan
+
     modules = [m for _, m in tuner.adapter_modules()]
-    device = next((p.device for p in tuner.model.parameters()), torch.device("cpu"))
-    plan = [(n, torch.tensor(rows, device=device)) for n, rows in groups.items() if n != BASE_ADAPTER_NAME]
+    plan = RoutingPlan(names)  # rows grouped once, per row count (generate repeats rows for beams)
+    if any(getattr(module, "merged", False) for module in modules):
+        raise MergeError("a mixed batch (adapter_names=...) cannot run while adapters are merged; unmerge first.")
     for module in modules:
-        if getattr(module, "merged", False):
-            raise MergeError("a mixed batch (adapter_names=...) cannot run while adapters are merged; unmerge first.")
         module._routing = plan
     try:
         yield

@@ -25,7 +25,7 @@ class ModulesToSaveWrapper(nn.Module):
         self.modules_to_save = nn.ModuleDict()
         self._active_adapter: str | None = None
         self._disable_adapters = False
-        self._routing: list[tuple[str, torch.Tensor]] | None = None
+        self._routing: Any = None  # a peft_core.routing.RoutingPlan during a mixed-batch forward
         self.update(adapter_name)
 
     def update(self, adapter_name: str) -> None:
@@ -52,7 +52,7 @@ class ModulesToSaveWrapper(nn.Module):
         if self._routing is None or self._disable_adapters:
             return self._current()(x, *args, **kwargs)
         result = self.original_module(x, *args, **kwargs)
-        for name, rows in self._routing:
+        for name, rows in self._routing.for_rows(x.shape[0], x.device):
             if name in self.modules_to_save:
                 sub = self.modules_to_save[name](x.index_select(0, rows), *args, **kwargs)
                 result = result.index_copy(0, rows, sub.to(result.dtype))
