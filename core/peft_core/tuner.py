@@ -297,6 +297,8 @@ class AdapterModel(nn.Module):
         """Merge the active (or given) adapters into the base weights; ``unmerge_adapter`` undoes it."""
         names = list(self._active if adapter_names is None else adapter_names)
         self._require_all(Capability.MERGE, "merging", names)
+        if safe_merge:
+            self._check_finite_merge(names)
         for layer_name, layer in self.adapter_layers():
             try:
                 layer.merge(safe_merge=safe_merge, adapter_names=[n for n in names if layer.has_adapter(n)])
@@ -313,14 +315,19 @@ class AdapterModel(nn.Module):
         """Merge adapters into the base weights and return the plain model (no adapter modules)."""
         names = list(self._active if adapter_names is None else adapter_names)
         self._require_all(Capability.MERGE, "merge_and_unload", names)
-        if safe_merge:  # check every layer before writing any, so a NaN leaves the model as it was
-            for layer_name, layer in self.adapter_layers():
-                for n in names:
-                    if layer.has_adapter(n) and n not in layer.merged_adapters:
-                        w = layer.merged_weight(dense_weight(layer.base_layer), n)
-                        if not torch.isfinite(w).all():
-                            raise MergeError(f"layer {layer_name!r}: merging adapter {n!r} gives NaN/inf; nothing was merged.")
+        if safe_merge:
+            self._check_finite_merge(names)
         return self._unload(merge=True, names=names, progressbar=progressbar)
+
+    def _check_finite_merge(self, names: Sequence[str]) -> None:
+        """Check every layer before writing any, so a NaN/inf adapter leaves the model as it was."""
+        for layer_name, layer in self.adapter_layers():
+            for n in names:
+                if layer.has_adapter(n) and n not in layer.merged_adapters:
+                    w = layer.merged_weight(dense_weight(layer.base_layer), n)
+                    bias = layer.get_delta_bias(n)
+                    if not torch.isfinite(w).all() or (bias is not None and not torch.isfinite(bias).all()):
+                        raise MergeError(f"layer {layer_name!r}: merging adapter {n!r} gives NaN/inf; nothing was merged.")
 
     def add_weighted_adapter(self, adapters: Sequence[str], weights: Sequence[float], adapter_name: str,
                              combination_type: str = "svd", **kwargs: Any) -> None:
