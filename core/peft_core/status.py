@@ -98,6 +98,9 @@ def get_layer_status(model: nn.Module) -> list[TunerLayerStatus]:
     modules = tuner.adapter_modules() if tuner is not None else [
         (n, m) for n, m in model.named_modules() if isinstance(m, (AdapterLayer, ModulesToSaveWrapper))
     ]
+    # names as PEFT gives them: relative to the tuner ("model.<path>") for wrapped models,
+    # to the model itself for models with injected adapters
+    prefix = "model." if tuner is not None and tuner.model is not model else ""
     statuses = []
     for name, module in modules:
         tensors = _adapter_tensors(module)
@@ -108,7 +111,7 @@ def get_layer_status(model: nn.Module) -> list[TunerLayerStatus]:
             active, merged = module.active_adapters, list(module.merged_adapters)
         statuses.append(
             TunerLayerStatus(
-                name=name,
+                name=prefix + name,
                 module_type=_module_type(module),
                 enabled=not module._disable_adapters,
                 active_adapters=active,
