@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import ConfigError, PeftCoreError, UnsupportedOperation
+from .errors import ConfigError, MergeError, PeftCoreError, UnsupportedOperation
 from .layer import AdapterLayer
 
 
@@ -36,7 +36,7 @@ def rescale_adapter_scale(model: nn.Module, multiplier: float) -> Iterator[None]
         )
     merged = [m for m in layers if m.merged]
     if merged:
-        raise PeftCoreError("adapters are merged into the base weights; unmerge_adapter() before rescaling them.")
+        raise MergeError("adapters are merged into the base weights, where a scale cannot reach them; call unmerge_adapter() before rescaling.")
     saved = {m: dict(m.scaling) for m in layers}
     try:
         for m in layers:
