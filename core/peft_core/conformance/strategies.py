@@ -1,0 +1,164 @@
+"""Hypothesis strategies the conformance suite draws cases from: tiny models, inputs, adapter names.
+
+Models are identified by a *kind* (``"mlp"``, ``"tiny_llama"`` …) rather than drawn as
+objects, so a failing example prints as a short readable line and a method's config
+strategies can be keyed by the kind they were written for. Each kind is built once per
+process and handed out as deep copies: building a transformer, even a tiny one, costs far
+more than copying it, and every check needs several pristine copies.
+
+Hypothesis is imported here at module level; the package ``__init__`` imports this module
+lazily so ``import peft_core`` (and the ``peft-core`` command) work without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+from torch import nn
+
+from ..names import BASE_ADAPTER_NAME
+from . import models
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How to build one tiny model, feed it, and read a tensor out of its output."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    make_inputs: Callable[[torch.Generator, int, int], dict[str, torch.Tensor]]
+
+    def output(self, out: Any) -> torch.Tensor:
+        """The tensor the suite compares: the model's own tensor, or ``.logits``."""
+        if isinstance(out, torch.Tensor):
+            return out
+        logits = getattr(out, "logits", None)
+        if isinstance(logits, torch.Tensor):
+            return logits
+        return out[0]
+
+
+def _tokens(gen: torch.Generator, batch: int, length: int) -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.randint(1, models.VOCAB, (batch, length), generator=gen)}
+
+
+def _seq2seq(gen: torch.Generator, batch: int, length: int) -> dict[str, torch.Tensor]:
+    return {
+        "input_ids": torch.randint(1, models.VOCAB, (batch, length), generator=gen),
+        "decoder_input_ids": torch.randint(1, models.VOCAB, (batch, max(1, length - 1)), generator=gen),
+    }
+
+
+def _images(gen: torch.Generator, batch: int, length: int) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.randn(batch, 3, length + 2, length + 2, generator=gen),
+        "labels": torch.randint(0, 10, (batch,), generator=gen),
+    }
+
+
+#: every model kind the suite knows; a method's ``MethodCases.configs`` picks among these
+MODEL_KINDS: dict[str, ModelKind] = {
+    "mlp": ModelKind("mlp", models.mlp, _tokens),
+    "convnet": ModelKind("convnet", models.convnet, _images),
+    "tiny_llama": ModelKind("tiny_llama", models.tiny_llama, _tokens),
+    "tiny_gpt2": ModelKind("tiny_gpt2", models.tiny_gpt2, _tokens),
+    "tiny_bert": ModelKind("tiny_bert", models.tiny_bert, _tokens),
+    "tiny_t5": ModelKind("tiny_t5", models.tiny_t5, _seq2seq),
+}
+
+_BUILT: dict[str, nn.Module] = {}
+
+
+def fresh_model(kind: str) -> nn.Module:
+    """A pristine copy of the tiny model ``kind`` (built once, then deep-copied)."""
+    if kind not in _BUILT:
+        _BUILT[kind] = MODEL_KINDS[kind].build()
+    return copy.deepcopy(_BUILT[kind])
+
+
+def model_kinds() -> st.SearchStrategy[str]:
+    return st.sampled_from(sorted(MODEL_KINDS))
+
+
+@st.composite
+def inputs(draw: st.DrawFn, kind: str, min_batch: int = 2, max_batch: int = 4) -> dict[str, torch.Tensor]:
+    """An input batch for ``kind``: a few rows (mixed batches need at least two) of a few tokens/pixels."""
+    batch = draw(st.integers(min_batch, max_batch))
+    length = draw(st.integers(2, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return MODEL_KINDS[kind].make_inputs(torch.Generator().manual_seed(seed), batch, length)
+
+
+_NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_REST = _NAME_START + "0123456789_-"
+
+
+def adapter_names(reserved_prefixes: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
+    """Valid adapter names: letters, digits, ``_`` and ``-``; never a method prefix or ``__base__``."""
+    name = st.builds(
+        lambda head, tail: head + tail,
+        st.sampled_from(_NAME_START),
+        st.text(alphabet=_NAME_REST, max_size=10),
+    )
+    return name.filter(lambda n: n != BASE_ADAPTER_NAME and not n.startswith(reserved_prefixes))
+
+
+@st.composite
+def nested_adapter_names(draw: st.DrawFn, reserved_prefixes: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Two distinct names where one contains the other (``a`` and ``a_1``, ``x`` and ``bx``)."""
+    short = draw(adapter_names(reserved_prefixes))
+    extra = draw(st.text(alphabet=_NAME_REST, min_size=1, max_size=4))
+    long = draw(st.sampled_from([short + extra, "x" + extra + short]))
+    if long.startswith(reserved_prefixes):
+        long = short + extra
+    return short, long
+
+
+def routing_names(names: tuple[str, ...], batch: int) -> st.SearchStrategy[list[str]]:
+    """One adapter name (or ``__base__``) per row of a mixed batch."""
+    return st.lists(st.sampled_from([*names, BASE_ADAPTER_NAME]), min_size=batch, max_size=batch)
+
+
+#: names that are legitimately parts of module paths and keys; an adapter named like one of
+#: them could not be told apart from a leak, so drawn adapter names avoid them
+_STRUCTURAL = frozenset({"base_layer", "modules_to_save", "original_module", "base_model", "model", "weight", "bias"})
+_COMPONENTS: dict[str, frozenset[str]] = {}
+
+
+def name_components(kind: str) -> frozenset[str]:
+    """Every dotted component of the module and tensor names of model ``kind``."""
+    if kind not in _COMPONENTS:
+        model = fresh_model(kind)
+        names = [n for n, _ in model.named_modules()] + list(model.state_dict())
+        _COMPONENTS[kind] = frozenset(c for n in names for c in n.split(".")) | _STRUCTURAL
+    return _COMPONENTS[kind]
+
+
+def case_strategy(spec: Any, method_cases: Any, kinds: tuple[str, ...] | None = None) -> st.SearchStrategy[Any]:
+    """Draw :class:`~peft_core.conformance.cases.Case` objects for one method (on ``kinds`` models only)."""
+    from ..plugins import registry
+    from .cases import Case
+
+    prefixes = tuple(s.prefix for s in registry())
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Case:
+        kind = draw(st.sampled_from(kinds or method_cases.model_kinds))
+        config = draw(method_cases.configs[kind])
+        other = draw(method_cases.configs[kind])
+        batch = draw(inputs(kind))
+        taken = name_components(kind)
+        names = draw(nested_adapter_names(prefixes).filter(lambda pair: not taken & set(pair)))
+        rows = next(iter(batch.values())).shape[0]
+        routing = draw(routing_names(names, rows))
+        seed = draw(st.integers(0, 2**20))
+        invalid = draw(method_cases.invalid_configs) if method_cases.invalid_configs is not None else None
+        return Case(spec=spec, cases=method_cases, kind=kind, config=config, other_config=other, inputs=batch,
+                    names=names, routing=routing, seed=seed, invalid=invalid)
+
+    return build()
