@@ -97,6 +97,16 @@ class AdapterLayer(nn.Module):
     def disable_adapters(self) -> bool:
         return self._disable_adapters
 
+    # Model code reads its layers' tensors directly (T5 checks ``self.wo.weight.dtype``,
+    # several models look at ``.bias``); a wrapped layer must still answer for the base.
+    @property
+    def weight(self) -> torch.Tensor:
+        return base_of(self.base_layer).weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(base_of(self.base_layer), "bias", None)
+
     def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
         params: list[nn.Parameter] = []
         for attr in self.adapter_layer_names:
