@@ -199,3 +199,19 @@ def test_status_reports_match_peft(llama_pair):
     finally:
         ours.unmerge_adapter()
         theirs.unmerge_adapter()
+
+
+def test_combined_adapter_saved_by_us_loads_in_peft(mlp_pair, tmp_path):
+    ours, _ = mlp_pair
+    ours.add_weighted_adapter(["a", "c"], [1.0, -0.5], "saved_svd", combination_type="svd", svd_rank=4)
+    ours.save_pretrained(tmp_path, selected_adapters=["saved_svd"])
+    ours.set_adapter("saved_svd")
+    x = token_batch(2, 5)
+    with torch.no_grad():
+        expected = ours(x)
+    ours.set_adapter("a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = peft.PeftModel.from_pretrained(mlp(), tmp_path / "saved_svd")
+    with torch.no_grad():
+        assert max_diff(loaded(x), expected) < 1e-5
