@@ -295,9 +295,33 @@ def render_hook_reference() -> str:
         extras = [n for n, obj in vars(module).items()
                   if inspect.isclass(obj) and obj.__module__ == module_name and not n.startswith("_")]
         if extras:
-            out += ["### Types used by these hooks", ""]
+            out += ["### Types declared with these hooks", ""]
             out += [_hook_block(f"{module_name}.{n}", 4) for n in extras]
+    types = _types_named_in_hooks()
+    if types:
+        out += ["## Types the hooks take or return", "",
+                "Classes the hook descriptions above refer to, other than errors.", ""]
+        out += [_hook_block(path, 3) for path in types]
     return "\n".join(out)
+
+
+def _types_named_in_hooks() -> list[str]:
+    """``module.Class`` paths that hookspec docstrings reference with ``:class:`` roles."""
+    from griffe_roles import ROLE
+
+    found: dict[str, None] = {}
+    for module_name, funcs in hookspec_functions().items():
+        for func in funcs:
+            for match in ROLE.finditer(inspect.getdoc(func) or ""):
+                path = match["target"].lstrip("~").rstrip("()")
+                mod, _, name = path.rpartition(".")
+                try:
+                    obj = getattr(import_module(mod), name)
+                except (ImportError, AttributeError, ValueError):
+                    continue
+                if inspect.isclass(obj) and not issubclass(obj, BaseException) and obj.__module__ == mod:
+                    found[path] = None
+    return list(found)
 
 
 def _dist_of_module(module_name: str) -> str | None:
