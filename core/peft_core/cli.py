@@ -19,7 +19,7 @@ Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
 #: modules that register more subcommands when imported
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["peft_core.conformance.command", "peft_core.training.commands"]
 
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] = lambda p: None):

@@ -10,11 +10,12 @@ small case). ``max_examples`` can be forced per call, by the pytest option
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +72,8 @@ def run_check(method: str, check: str, max_examples: int | None = None) -> None:
     The examples are spread over the method's model kinds (at least one each): left to
     itself, a handful of examples would cover some kinds and never meet others.
     """
-    from hypothesis import given
-
     from ..plugins import registry
     from .checks import CHECKS
-    from .strategies import case_strategy
 
     if check not in CHECKS:
         raise ConformanceError(f"no conformance check named {check!r}; known: {', '.join(CHECKS)}.")
@@ -84,15 +82,36 @@ def run_check(method: str, check: str, max_examples: int | None = None) -> None:
     func = CHECKS[check]
     total = conformance_settings(max_examples).max_examples
     kinds = method_cases.model_kinds
-    for kind in kinds:
+    with _one_thread():
+        for kind in kinds:
+            _run_on(kind, spec, method_cases, func, check, math.ceil(total / len(kinds)))
 
-        @conformance_settings(max(1, math.ceil(total / len(kinds))))
-        @given(case=case_strategy(spec, method_cases, (kind,)))
-        def run(case: Any) -> None:
-            func(case)
 
-        run.__name__ = run.__qualname__ = f"{check}[{spec.name}-{kind}]"
-        run()
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on shared CI cores they spin and lose."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_on(kind: str, spec: Any, method_cases: Any, func: Any, check: str, n: int) -> None:
+    from hypothesis import given
+
+    from .strategies import case_strategy
+
+    @conformance_settings(max(1, n))
+    @given(case=case_strategy(spec, method_cases, (kind,)))
+    def run(case: Any) -> None:
+        func(case)
+
+    run.__name__ = run.__qualname__ = f"{check}[{spec.name}-{kind}]"
+    run()
 
 
 class Outcome(str, enum.Enum):
