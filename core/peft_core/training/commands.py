@@ -65,7 +65,7 @@ def train_command(args: argparse.Namespace) -> int:
     from .data import TokenData, load_texts
     from .loop import LossLog, train
     from .methods import build_config, given_fields
-    from .models import DEFAULT_VOCAB, build_tiny_llama, load_model, load_tokenizer
+    from .models import DEFAULT_VOCAB, build_tiny_llama, check_model_dir, load_model, load_tokenizer
 
     ctx = D.init_distributed(args.device)
     try:
@@ -88,7 +88,7 @@ def train_command(args: argparse.Namespace) -> int:
             D.barrier(ctx)
         elif args.vocab_size is not None:
             raise ConfigError("--vocab-size only applies to the default tiny model; the tokenizer of --model is used.")
-        model_dir = model_dir.resolve()
+        model_dir = check_model_dir(model_dir).resolve()
         tokenizer = load_tokenizer(model_dir)
         data = TokenData.build(tokenizer, splits, args.seq_len, args.eval_fraction)
         say(f"data: {splits.source}: {len(data.train):,d} training / {len(data.eval):,d} eval tokens, "
@@ -145,16 +145,21 @@ def _verify(peft_model, model_dir, adapter_dir, tokenizer, data, args, prompt, s
     reloaded = PeftModel.from_pretrained(fresh.to(probe.device) if not args.load_in_4bit else fresh, str(adapter_dir))
     reload_diff = max_logit_difference(peft_model, reloaded, probe)
     say(f"reloaded adapter: max |logit difference| = {reload_diff:.2e}")
-    out = {"reload_max_logit_diff": reload_diff}
-    try:
-        merged = reloaded.merge_and_unload(safe_merge=True)
-    except UnsupportedOperation as exc:
-        say(f"merge skipped: {exc}")
-        return out
-    out["merge_max_logit_diff"] = max_logit_difference(peft_model, merged, probe)
-    say(f"merged model: max |logit difference| vs adapter = {out['merge_max_logit_diff']:.2e}")
-    out["prompt"], out["generation"] = prompt, generate_text(merged, tokenizer, prompt)
-    say(f"generation (merged model): {out['generation']!r}")
+    out = {"reload_max_logit_diff": reload_diff, "prompt": prompt}
+    merged, which = reloaded, "adapter model"
+    if args.load_in_4bit:
+        # merging into 4-bit weights requantizes them and rounds the adapter away;
+        # `peft-core merge` merges into the full-precision base instead
+        say("merge check skipped for a 4-bit base (use `peft-core merge BASE ADAPTER OUT` for a full-precision merge)")
+    else:
+        try:
+            merged, which = reloaded.merge_and_unload(safe_merge=True), "merged model"
+            out["merge_max_logit_diff"] = max_logit_difference(peft_model, merged, probe)
+            say(f"merged model: max |logit difference| vs adapter = {out['merge_max_logit_diff']:.2e}")
+        except UnsupportedOperation as exc:
+            say(f"merge skipped: {exc}")
+    out["generation"] = generate_text(merged, tokenizer, prompt)
+    say(f"generation ({which}): {out['generation']!r}")
     return out
 
 
