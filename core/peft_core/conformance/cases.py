@@ -103,8 +103,8 @@ class Case:
     because adding an adapter may fill in fields of the config it is given.
     """
 
-    spec: MethodSpec
-    cases: MethodCases
+    spec: MethodSpec = field(repr=False)
+    cases: MethodCases = field(repr=False)
     kind: str
     config: PeftConfig
     other_config: PeftConfig
