@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml requirements-test.txt $(wildcard plugins/*/pyproject.to
 	$(BIN)/python -m pip install -q -r requirements-test.txt -e . $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
+DEMO_RUN ?= runs/demo
 demo: setup
-	$(BIN)/python examples/demo.py
+	rm -rf $(DEMO_RUN)
+	$(BIN)/peft-core train --out $(DEMO_RUN) --target-modules all-linear --r 16 --lora-alpha 32 --prompt "The miller"
+	$(BIN)/peft-core inspect $(DEMO_RUN)/adapter
+	$(BIN)/peft-core merge $(DEMO_RUN)/base_model $(DEMO_RUN)/adapter $(DEMO_RUN)/merged --prompt "The baker"
+	$(BIN)/peft-core plot $(DEMO_RUN)
 
 test: setup
 	PEFT_CORE_STRICT_PLUGINS=1 $(BIN)/python -m pytest -q

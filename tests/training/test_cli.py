@@ -104,7 +104,7 @@ def test_train_on_a_model_directory_with_jsonl_and_method_options(model_dir, tmp
                               for line in embedded_corpus().splitlines() if line))
     run = tmp_path / "run"
     assert main(["train", "--model", str(model_dir), "--dataset", str(data), "--out", str(run), "--steps", "40",
-                 "--eval-every", "0", "--quiet", "--no-verify", "--r", "4", "--target-modules", "q_proj,v_proj",
+                 "--eval-every", "0", "--quiet", "--no-verify", "--set", "r=4", "--target-modules", "q_proj,v_proj",
                  "--lora-dropout", "0.05", "--rank-pattern", '{"v_proj": 2}', "--use-rslora"]) == 0
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]

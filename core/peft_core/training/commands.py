@@ -59,6 +59,8 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 @command("train", "fine-tune a model with any installed method on local data; saves the adapter and a loss log",
          _train_args)
 def train_command(args: argparse.Namespace) -> int:
+    import torch
+
     from ..model import get_peft_model
     from ..plugins import registry
     from . import distributed as D
@@ -96,6 +98,7 @@ def train_command(args: argparse.Namespace) -> int:
         base = load_model(model_dir, "CAUSAL_LM", args.dtype, args.load_in_4bit)
         if not args.load_in_4bit:
             base.to(ctx.device)
+        torch.manual_seed(args.seed)  # adapter init: reproducible, and the same on every rank (FSDP2 does not broadcast)
         peft_model = get_peft_model(base, config)
         trainable, total = peft_model.get_nb_trainable_parameters()
         say(f"{spec.name} adapter: {trainable:,d} trainable of {total:,d} parameters "
@@ -116,7 +119,9 @@ def train_command(args: argparse.Namespace) -> int:
             tokenizer.save_pretrained(adapter_dir)
             say(f"adapter saved to {adapter_dir}")
             verify = None
-            if not args.no_verify and not (ctx.distributed and args.distributed == "fsdp"):
+            if not args.no_verify and ctx.distributed and args.distributed == "fsdp":
+                say("reload/merge check skipped under FSDP (the live model is sharded); `peft-core merge` checks it")
+            elif not args.no_verify:
                 prompt = args.prompt or " ".join(splits.train[0].split()[:2])
                 verify = _verify(peft_model, model_dir, adapter_dir, tokenizer, data, args, prompt, say)
             summary = {"method": spec.name, "model": str(model_dir), "dataset": splits.source,

@@ -48,6 +48,9 @@ def add_method_options(parser: argparse.ArgumentParser, specs: list[Any]) -> Non
         for field in method_fields(spec.config_class):
             owners.setdefault(field, []).append(spec.name.lower())
     group = parser.add_argument_group("method options", "fields of the chosen method's config (see `peft-core methods`)")
+    group.add_argument("--set", dest=DEST_PREFIX.rstrip("_"), action="append", default=[], metavar="FIELD=VALUE",
+                       help="set a config field, like --FIELD VALUE; use it under launchers whose own option "
+                            "abbreviations swallow short ones (torchrun reads --r as --rdzv-...)")
     for field in sorted(owners):
         flags = [f"--{field.replace('_', '-')}"] + ([f"--{field}"] if "_" in field else [])
         group.add_argument(*flags, dest=DEST_PREFIX + field, default=argparse.SUPPRESS, nargs="?", const="true",
@@ -55,8 +58,14 @@ def add_method_options(parser: argparse.ArgumentParser, specs: list[Any]) -> Non
 
 
 def given_fields(args: argparse.Namespace) -> dict[str, str]:
-    """The method options the user actually passed, as raw strings."""
-    return {k[len(DEST_PREFIX):]: v for k, v in vars(args).items() if k.startswith(DEST_PREFIX)}
+    """The method options the user actually passed, as raw strings (``--set`` ones included)."""
+    fields = {k[len(DEST_PREFIX):]: v for k, v in vars(args).items() if k.startswith(DEST_PREFIX)}
+    for item in getattr(args, DEST_PREFIX.rstrip("_"), None) or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set r=16.")
+        fields[name.strip().replace("-", "_")] = value
+    return fields
 
 
 def build_config(spec: Any, raw: dict[str, str], **command_fields: Any) -> PeftConfig:
