@@ -11,7 +11,9 @@
   * ``<!-- gen:hook-reference -->`` — mkdocstrings blocks for every hookspec the plugin
     manager knows, the core's and those plugins add through ``peft_core_addhooks``;
   * ``<!-- gen:cli-reference -->`` — the help of every ``peft-core`` subcommand, from
-    ``peft_core.cli.build_parser()``.
+    ``peft_core.cli.build_parser()``;
+  * ``<!-- gen:scaffold-file NAME PATH -->`` — a file exactly as ``peft-core new-method NAME``
+    writes it (the plugin tutorial shows the scaffold this way, so it cannot drift).
 
 Plugin loading is strict here (``PEFT_CORE_STRICT_PLUGINS=1``): a plugin that fails to
 load fails the build instead of silently losing its page.
@@ -385,8 +387,40 @@ PLACEHOLDERS = {
 }
 
 
+SCAFFOLD_MARKER = re.compile(r"<!-- gen:scaffold-file (?P<name>\w+) (?P<path>\S+) -->")
+
+
+@cache
+def _scaffold(name: str) -> dict[str, str]:
+    """The files ``peft-core new-method NAME`` writes, relative to the package root."""
+    import tempfile
+
+    from peft_core.conformance.scaffold import write_plugin
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_plugin(name, Path(tmp))
+        return {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8")
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def render_scaffold_file(match: re.Match[str]) -> str:
+    """A generated file of the plugin scaffold as a fenced block titled with its path.
+
+    The fence language is ``text``-like for non-Python files; Python files use ``py`` so the
+    doc-snippet test does not run them (``new-method`` writes them when the tutorial runs).
+    """
+    name, path = match["name"], match["path"]
+    files = _scaffold(name)
+    if path not in files:
+        raise KeyError(f"the scaffold for {name!r} writes no {path!r}; it writes {sorted(files)}")
+    lang = {"py": "py", "toml": "toml", "md": "markdown"}.get(path.rsplit(".", 1)[-1], "text")
+    dist = name.replace("_", "-")
+    fence = "````" if "```" in files[path] else "```"
+    return f'{fence}{lang} title="peft-core-{dist}/{path}"\n{files[path].rstrip()}\n{fence}'
+
+
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     for marker, render in PLACEHOLDERS.items():
         if marker in markdown:
             markdown = markdown.replace(marker, render())
-    return markdown
+    return SCAFFOLD_MARKER.sub(render_scaffold_file, markdown)

@@ -7,9 +7,11 @@ removed afterwards so pages stay independent.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from docs_snippets import DOCS, RUN, SHOW_ONLY, blocks, executable_pages, pages
+from docs_snippets import DOCS, RUN, SHOW_ONLY, blocks, executable_pages, pages, run_page
 
 #: sections whose pages must each run at least one block
 MUST_RUN = ("getting-started", "guides")
@@ -20,16 +22,18 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
     from peft_core import plugins
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
     before = {info.name for info in plugins.plugin_infos()}
-    namespace = {"__name__": "__doc_snippet__"}
+    modules = set(sys.modules)
     try:
-        for block in blocks(page):
-            if block.lang == RUN:
-                exec(block.compiled(), namespace)  # noqa: S102 - running our own documentation
+        run_page(page)
     finally:
         for info in plugins.plugin_infos():
             if info.name not in before:
                 plugins.unregister_plugin(info.name)
+        for name in set(sys.modules) - modules:  # packages a page wrote and imported (the tutorial's plugin)
+            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+                del sys.modules[name]
 
 
 def test_tutorial_and_guides_have_executed_code():
@@ -46,8 +50,10 @@ def test_tutorial_and_guides_have_executed_code():
 
 def test_extractor_keeps_line_numbers_and_indentation(tmp_path):
     md = tmp_path / "page.md"
-    md.write_text("# t\n\n```python\nx = 1\n```\n\n=== \"tab\"\n\n    ```python\n    y = x + 1\n    ```\n\n```py\nnope\n```\n")
+    md.write_text("# t\n\n```python\nx = 1\n```\n\n=== \"tab\"\n\n    ```python\n    y = x + 1\n    ```\n\n```py\nnope\n```\n"
+                  '\n```toml title="pkg/pyproject.toml"\n[project]\n```\n')
     found = blocks(md, root=tmp_path)
-    assert [(b.lang, b.line, b.code) for b in found] == [
-        ("python", 4, "x = 1\n"), ("python", 10, "y = x + 1\n"), ("py", 14, "nope\n")]
+    assert [(b.lang, b.line, b.code, b.file) for b in found] == [
+        ("python", 4, "x = 1\n", None), ("python", 10, "y = x + 1\n", None), ("py", 14, "nope\n", None),
+        ("toml", 18, "[project]\n", "pkg/pyproject.toml")]
 
