@@ -26,7 +26,7 @@ EXPECTED_FAILURES = {
              "check_adapter_names_substrings_do_not_leak"},
     "train": {"check_only_adapter_params_train"},
     "disable": {"check_disable_adapter_gives_base_output"},
-    "nomerge": set(),  # correct, but declares no MERGE/UNLOAD: those checks do not apply
+    "nomerge": set(),  # correct, but declares no MERGE/UNLOAD/MULTI_ACTIVE: those checks do not apply
 }
 
 
@@ -120,7 +120,7 @@ class ToyPlugin:
     def peft_core_register_methods(self, registry: Any) -> None:
         caps = LAYER_METHOD_CAPABILITIES
         if self.bug == "nomerge":
-            caps = caps - {Capability.MERGE, Capability.UNLOAD}
+            caps = caps - {Capability.MERGE, Capability.UNLOAD, Capability.MULTI_ACTIVE}
         registry.register(MethodSpec(name=self.name, config_class=self.config_class, prefix=self.prefix,
                                      layer_factory=self._create, capabilities=caps))
 

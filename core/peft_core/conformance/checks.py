@@ -559,11 +559,17 @@ def _weighted(case: Case, model: PeftModel) -> None:
     model.add_weighted_adapter([case.names[0]], [1.0], "combined_check")
 
 
+def _multi_active(case: Case, model: PeftModel) -> None:
+    model.add_adapter(case.names[1], case.new_config(second=True))
+    model.set_adapter(list(case.names))
+
+
 _UNDECLARED_OPERATIONS: dict[Capability, Callable[[Case, PeftModel], object]] = {
     C.MERGE: lambda case, model: model.merge_adapter(),
     C.UNLOAD: lambda case, model: model.unload(),
     C.DISABLE: lambda case, model: model.disable_adapter().__enter__(),
     C.MULTI_ADAPTER: lambda case, model: model.add_adapter(case.names[1], case.new_config(second=True)),
+    C.MULTI_ACTIVE: _multi_active,
     C.MIXED_BATCH: lambda case, model: case.run(model, adapter_names=[case.names[0]] * case.batch_size),
     C.WEIGHTED_COMBINE: _weighted,
 }
@@ -573,8 +579,8 @@ _UNDECLARED_OPERATIONS: dict[Capability, Callable[[Case, PeftModel], object]] = 
 def check_undeclared_capabilities_raise(case: Case) -> None:
     """Every operation whose capability the method does not declare raises ``UnsupportedOperation``."""
     for cap, operation in _UNDECLARED_OPERATIONS.items():
-        if case.spec.supports(cap):
-            continue
+        if case.spec.supports(cap) or (cap is C.MULTI_ACTIVE and not case.spec.supports(C.MULTI_ADAPTER)):
+            continue  # (several active adapters cannot even be set up without a second adapter)
         model = case.peft([(case.names[0], False)])
         if cap is C.WEIGHTED_COMBINE and not hasattr(type(model), "add_weighted_adapter") \
                 and not hasattr(type(model.base_model), "add_weighted_adapter"):
