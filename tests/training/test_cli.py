@@ -166,3 +166,13 @@ def test_method_options_come_from_the_config_dataclass():
         build_config(spec, {"num_virtual_tokens": "8"})
     with pytest.raises(ConfigError, match="--bias 'sometimes'"):
         build_config(spec, {"bias": "sometimes"})
+
+
+def test_train_load_in_4bit(model_dir, tmp_path):
+    run = tmp_path / "q4"
+    assert main(["train", "--model", str(model_dir), "--load-in-4bit", "--out", str(run), "--steps", "4",
+                 "--eval-every", "0", "--quiet", "--target-modules", "all-linear", "--prompt", "The"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["verify"]["reload_max_logit_diff"] == 0.0  # the adapter reloads onto a fresh 4-bit base
+    assert "merge_max_logit_diff" not in summary["verify"]  # no requantizing merge check on a 4-bit base
+    assert summary["last_train_loss"] == summary["last_train_loss"]  # finite, not NaN

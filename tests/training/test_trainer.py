@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
 import torch
 
-pytest.importorskip("accelerate")
-
-from peft_core import LoraConfig, get_peft_model  # noqa: E402
-from peft_core.conformance.models import VOCAB, tiny_llama  # noqa: E402
-from peft_core.training import AdapterTrainer  # noqa: E402
+from peft_core import LoraConfig, get_peft_model
+from peft_core.conformance.models import VOCAB, tiny_llama
+from peft_core.training import AdapterTrainer
 
 
 def _dataset(n: int = 32, length: int = 16):
