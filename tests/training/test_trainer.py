@@ -101,3 +101,15 @@ def test_gradient_checkpointing_reentrant_trains_adapters_then_generates(tmp_pat
     prompt = torch.tensor([[5, 6, 7, 8]])
     out = model.generate(input_ids=prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert out.shape == (1, 9) and torch.equal(out[:, :4], prompt)
+
+
+def test_tied_weight_model_checkpoints(tmp_path):
+    """GPT-2 ties lm_head to the embedding: a full-model safetensors save refuses shared tensors,
+    the adapter-only checkpoint does not care."""
+    from peft_core.conformance.models import tiny_gpt2
+
+    model = get_peft_model(tiny_gpt2(), LoraConfig(r=4, target_modules=["c_attn"], task_type="CAUSAL_LM"))
+    AdapterTrainer(model=model, args=_args(tmp_path / "gpt2", max_steps=2, save_steps=2),
+                   train_dataset=_dataset()).train()
+    files = set(os.listdir(tmp_path / "gpt2" / "checkpoint-2"))
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= files and "model.safetensors" not in files
