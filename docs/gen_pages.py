@@ -41,6 +41,7 @@ from griffe_roles import convert_roles  # noqa: E402
 log = logging.getLogger("mkdocs.hooks.gen_pages")
 
 METHODS_DIR = "methods"
+DOCS_DIR = Path(__file__).parent
 CORE_HOOKSPECS = "peft_core.hookspecs"
 
 #: what each capability means, for the tables; a capability missing here shows its value only
@@ -173,6 +174,8 @@ def render_method_page(spec: Any) -> str:
         lines.append(f"| adapts layer kinds | {', '.join(kinds)} |")
     if spec.paper:
         lines.append(f"| paper | <{spec.paper}> |")
+    if (DOCS_DIR / "guides" / f"{slug(spec.name)}.md").is_file():
+        lines.append(f"| guide | [{spec.name} guide](../guides/{slug(spec.name)}.md) |")
     lines += ["", "## Capabilities", "",
               "Operations the core runs for this method; an operation whose capability is not declared "
               "raises `UnsupportedOperation` with the reason below. The conformance suite checks both.", "",
