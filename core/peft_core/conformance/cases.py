@@ -61,7 +61,7 @@ class MethodCases:
     identity_at_init: Callable[[PeftConfig], bool] = _always
     perturb: Callable[[nn.Module, str, torch.Generator, float], None] | None = None
     perturb_scale: float = 0.1
-    atol: float = 1e-5
+    atol: float = 1e-4
     rtol: float = 1e-4
     notes: Mapping[str, str] = field(default_factory=dict)
 
