@@ -491,9 +491,10 @@ def check_mixed_batch_matches_per_adapter(case: Case) -> None:
     for name in ([a, b] if multi else [a]):
         model.set_adapter(name)
         per[name] = case.run(model)
+    atol, rtol = _tol(case)  # rows computed in sub-batches take other kernel paths: not bit-equal
     for i, name in enumerate(routing):
         assert_close(mixed[i], per[name][i], f"row {i} of a mixed batch {routing} differs from adapter {name!r} alone",
-                     1e-5, 1e-5)
+                     atol, rtol)
 
 
 @check()
