@@ -32,5 +32,8 @@ test: setup
 docs: setup
 	$(BIN)/mkdocs build --strict
 
+bench: setup
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) site build *.egg-info
