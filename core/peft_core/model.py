@@ -249,11 +249,14 @@ class PeftModel(nn.Module):
         path = Path(model_id) / subfolder if subfolder else Path(model_id)
         config = PeftConfig.from_pretrained(path)
         config.inference_mode = not is_trainable
+        flags = {p: p.requires_grad for p in self.parameters()}  # adding freezes the base; a failure gives them back
         self.add_adapter(adapter_name, config)
         try:
             result = self._load_weights(path, adapter_name, torch_device)
         except BaseException:
             self.base_model.delete_adapter(adapter_name)
+            for param, flag in flags.items():
+                param.requires_grad_(flag)
             raise
         if not is_trainable:
             self.eval()

@@ -26,6 +26,11 @@ def validate_adapter_name(name: object, prefixes: tuple[str, ...] = ()) -> str:
         )
     if name == BASE_ADAPTER_NAME:
         raise AdapterNameError(f"{BASE_ADAPTER_NAME!r} is reserved for base-model rows in mixed batches.")
+    if _clashes_with_module_attribute(name):
+        raise AdapterNameError(
+            f"adapter name {name!r} is an attribute of torch modules (adapters are stored in "
+            "nn.ModuleDict/nn.ParameterDict, which cannot hold it); choose another name."
+        )
     for prefix in prefixes:
         if name.startswith(prefix):
             raise AdapterNameError(
@@ -33,3 +38,10 @@ def validate_adapter_name(name: object, prefixes: tuple[str, ...] = ()) -> str:
                 "state-dict keys ambiguous; choose another name."
             )
     return name
+
+
+def _clashes_with_module_attribute(name: str) -> bool:
+    """``training``, ``forward``, ``keys`` … cannot be keys of ``nn.ModuleDict``/``nn.ParameterDict``."""
+    from torch import nn
+
+    return any(hasattr(container, name) for container in (nn.ModuleDict(), nn.ParameterDict()))

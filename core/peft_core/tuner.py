@@ -150,8 +150,8 @@ class AdapterModel(nn.Module):
         try:
             for name, layer in updates:
                 desc = layer.description
+                done.append(layer)  # before update_layer: a half-built adapter is removed too
                 layer.update_layer(adapter_name, config, module_name=name)
-                done.append(layer)
                 _place_adapter(layer, adapter_name, desc, autocast_adapter_dtype)
         except Exception:
             for layer in done:

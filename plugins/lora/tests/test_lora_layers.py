@@ -371,3 +371,21 @@ def test_only_adapter_params_train_and_loss_goes_down(kind):
         if n in frozen:
             assert torch.equal(p, frozen[n]), n
             assert p.grad is None, n
+
+
+def test_failed_add_adapter_leaves_no_trace():
+    from peft_core import ConfigError
+    from peft_core.conformance.models import mlp
+
+    peft_model = get_peft_model(mlp(), LoraConfig(target_modules=["emb", "lin0"], r=2))
+    layers = {n: m for n, m in peft_model.named_modules() if isinstance(m, AdapterLayer)}
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    # the existing embedding layer refuses lora_bias half way through update_layer (r, alpha already set)
+    with pytest.raises(ConfigError, match="lora_bias=True is not available for embedding"):
+        peft_model.add_adapter("second", LoraConfig(target_modules=["lin0", "emb"], r=3, lora_bias=True))
+    assert list(peft_model.peft_config) == ["default"]
+    for name, layer in layers.items():
+        assert layer.adapter_names == ["default"], name
+        for attr in layer.other_param_names:
+            assert "second" not in getattr(layer, attr), (name, attr)
+    assert {n: p.detach() for n, p in peft_model.named_parameters()}.keys() == before.keys()
