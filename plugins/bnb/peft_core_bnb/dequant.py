@@ -94,7 +94,8 @@ def dequantize_model(model: M, dtype: torch.dtype | None = None) -> M:
 
 def _forget_quantization(module: nn.Module) -> None:
     """Drop transformers' record that ``module`` was loaded quantized."""
-    quantizer = getattr(module, "hf_quantizer", None)
+    # only the model that owns it: wrappers (PeftModel) forward attribute lookups to it
+    quantizer = module.__dict__.get("hf_quantizer")
     if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
         quantizer.remove_quantization_config(module)
     for flag in ("is_loaded_in_4bit", "is_loaded_in_8bit"):
