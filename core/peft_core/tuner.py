@@ -211,8 +211,11 @@ class AdapterModel(nn.Module):
         spec, config = self.spec_for(adapter_name), self._config(adapter_name)
         if spec.extra_parameters is None:
             return {}
+        wanted = list(spec.extra_parameters(self.model, config))
+        if not wanted:  # the usual case; skip the walk over every parameter (set_adapter calls this per adapter)
+            return {}
         params = dict(self.model.named_parameters())
-        return {n: params[n] for n in spec.extra_parameters(self.model, config) if n in params}
+        return {n: params[n] for n in wanted if n in params}
 
     # -- activity -------------------------------------------------------------------------
 
