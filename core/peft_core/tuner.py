@@ -52,7 +52,9 @@ class AdapterModel(nn.Module):
         configs = peft_config if isinstance(peft_config, dict) else {adapter_name: peft_config}
         for name, config in configs.items():
             self.inject_adapter(config, name, autocast_adapter_dtype=autocast_adapter_dtype)
-        self.set_adapter(adapter_name if adapter_name in self.peft_config else next(iter(self.peft_config)))
+        wanted = adapter_name if adapter_name in self.peft_config else next(iter(self.peft_config))
+        if self._active != [wanted]:  # inject_adapter already activated it in the one-adapter case
+            self.set_adapter(wanted)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -195,17 +197,19 @@ class AdapterModel(nn.Module):
                         ModulesToSaveWrapper(module, adapter_name))
 
     def _freeze_base(self) -> None:
-        """Only adapter parameters (and what methods declare as extra) keep gradients."""
-        adapter_params = set()
-        for _, module in self.adapter_modules():
+        """Only adapter parameters (and what methods declare as extra) keep gradients.
+
+        One walk over the base model's modules; the per-adapter containers of adapter
+        layers are skipped instead of collecting every adapter's parameters first, so the
+        cost does not grow with the number of adapters already loaded.
+        """
+        for _, module in walk_modules(self.model):
             if isinstance(module, AdapterLayer):
-                for name in module.adapter_names:
-                    adapter_params.update(id(p) for p in module.adapter_parameters(name))
+                _freeze_all_but_adapters(module)
+            elif isinstance(module, ModulesToSaveWrapper):
+                _freeze(module.original_module.parameters())
             else:
-                adapter_params.update(id(p) for p in module.modules_to_save.parameters())
-        for param in self.model.parameters():
-            if id(param) not in adapter_params:
-                param.requires_grad_(False)
+                _freeze(module._parameters.values())
 
     def _extra_parameters(self, adapter_name: str) -> dict[str, nn.Parameter]:
         spec, config = self.spec_for(adapter_name), self._config(adapter_name)
@@ -361,6 +365,24 @@ class AdapterModel(nn.Module):
         return self.model
 
 
+def _freeze(params: Any) -> None:
+    for param in params:
+        if param is not None and param.requires_grad:
+            param.requires_grad_(False)
+
+
+def _freeze_all_but_adapters(layer: AdapterLayer) -> None:
+    """Freeze what an adapter layer holds besides its per-adapter containers (stacked layers too)."""
+    _freeze(layer._parameters.values())
+    for name, child in layer.named_children():
+        if name in layer.adapter_layer_names:
+            continue
+        if isinstance(child, AdapterLayer):
+            _freeze_all_but_adapters(child)
+        else:
+            _freeze(child.parameters())
+
+
 def _kinds(spec: MethodSpec) -> tuple[str, ...]:
     return tuple(getattr(spec.config_class, "supported_layer_kinds", ("linear", "conv", "embedding")))
 
@@ -381,9 +403,18 @@ def _place_adapter(layer: AdapterLayer, adapter_name: str, desc: Any, autocast_a
         item = container[adapter_name]
         with torch.no_grad():
             if isinstance(item, nn.Module):
-                item.to(device=desc.device, dtype=dtype)
+                if not _placed(item, desc.device, dtype):  # Module.to is slow Python; most items are in place
+                    item.to(device=desc.device, dtype=dtype)
             else:
                 item.data = item.data.to(device=desc.device, dtype=dtype)
+
+
+def _placed(module: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``module.to(device=device, dtype=dtype)`` would change nothing."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.device != device or (tensor.is_floating_point() and tensor.dtype != dtype):
+            return False
+    return True
 
 
 @contextlib.contextmanager
