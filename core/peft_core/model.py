@@ -191,7 +191,7 @@ class PeftModel(nn.Module):
         config = dataclasses.replace(self.peft_config[adapter_name], inference_mode=True)
         base = self.get_base_model()
         if config.base_model_name_or_path is None:
-            config.base_model_name_or_path = base.__dict__.get("name_or_path")
+            config.base_model_name_or_path = base.__dict__.get("name_or_path") or None  # "" (from-config models) is no id
         if config.task_type is None:
             config.auto_mapping = {"base_model_class": type(base).__name__, "parent_library": type(base).__module__}
         return config
@@ -358,7 +358,7 @@ def get_peft_model(
         raise UnsupportedOperation("mixed=True (adapters of different methods on one model) is not available yet.")
     if not isinstance(peft_config, PeftConfig):
         raise ConfigError(f"peft_config must be a PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}.")
-    name_or_path = model.__dict__.get("name_or_path")
+    name_or_path = model.__dict__.get("name_or_path") or None  # like PEFT: "" from from-config models is no Hub id
     if name_or_path is not None and peft_config.base_model_name_or_path is None:
         peft_config.base_model_name_or_path = name_or_path
     if revision is not None:

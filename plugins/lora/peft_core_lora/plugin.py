@@ -93,8 +93,12 @@ def _check_fan_in_fan_out(config: LoraConfig, model: nn.Module) -> None:
     except Exception:  # pragma: no cover
         return
     has_conv1d = any(isinstance(m, Conv1D) for m in model.modules())
-    if has_conv1d and not config.fan_in_fan_out and not isinstance(config.target_modules, str):
-        wanted = set(config.target_modules or ())
-        if any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in wanted for n, m in model.named_modules()):
+    if has_conv1d and not config.fan_in_fan_out and config.target_modules is not None:
+        # the real target rules (lists, dotted suffixes, regexes, "all-linear"), as PEFT sees each Conv1D it wraps
+        from peft_core.layer import base_of
+
+        matcher = TargetMatcher(config, model)
+        if any(n and isinstance(base_of(m), Conv1D) and matcher.targeted(n, m) and not matcher.excluded(n)
+               for n, m in walk_modules(model)):
             warnings.warn("target modules are Conv1D layers (GPT-2 style); setting fan_in_fan_out=True.", UserWarning, stacklevel=2)
             config.fan_in_fan_out = True
