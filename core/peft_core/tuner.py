@@ -141,6 +141,8 @@ class AdapterModel(nn.Module):
                 spec.require(Capability.MIXED_METHODS, f"adding {spec.name} on top of a {module.method} layer")
                 registry().get(module.method).require(Capability.MIXED_METHODS, f"adding {spec.name} on top of it")
             desc = require_description(base_of(module), name, spec.name, _kinds(spec))
+            if desc.quantized:  # a quantized base works only for methods that say so (and why not)
+                spec.require(Capability.QUANTIZED_BASE, f"adapting the quantized layer {name!r}")
             layer = hook().peft_core_create_adapter_layer(
                 spec=spec, target=module, module_name=name, description=desc, config=config, adapter_name=adapter_name
             )
