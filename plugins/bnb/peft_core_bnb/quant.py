@@ -159,10 +159,10 @@ def settings(module: nn.Module) -> dict[str, object]:
     kind = bnb_kind(module)
     if kind == FOUR_BIT:
         w = module.weight
-        return {"backend": "bitsandbytes", "bits": 4, "quant_type": w.quant_type, "blocksize": w.blocksize,
+        return {"quantization_backend": "bitsandbytes", "bits": 4, "quant_type": w.quant_type, "blocksize": w.blocksize,
                 "double_quant": bool(w.compress_statistics), "quant_storage": w.quant_storage}
     if kind == EIGHT_BIT:
-        return {"backend": "bitsandbytes", "bits": 8, "threshold": float(module.state.threshold),
+        return {"quantization_backend": "bitsandbytes", "bits": 8, "threshold": float(module.state.threshold),
                 "has_fp16_weights": bool(module.state.has_fp16_weights)}
     return {}
 

@@ -43,7 +43,7 @@ def test_4bit_is_described_as_quantized_linear_in_compute_dtype(weight, quant_ty
     desc = describe_layer(linear4(weight, quant_type, double_quant, blocksize=128))
     assert (desc.kind, desc.in_features, desc.out_features) == (LINEAR, 128, 64)
     assert desc.quantized and desc.dtype == torch.bfloat16 and not desc.fan_in_fan_out
-    assert desc.extra == {"backend": "bitsandbytes", "bits": 4, "quant_type": quant_type, "blocksize": 128,
+    assert desc.extra == {"quantization_backend": "bitsandbytes", "bits": 4, "quant_type": quant_type, "blocksize": 128,
                           "double_quant": double_quant, "quant_storage": torch.uint8}
 
 

@@ -7,6 +7,7 @@ generic adapter layer and the bnb plugin's weight hooks.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import bitsandbytes as bnb
@@ -14,9 +15,21 @@ import pytest
 import torch
 from torch import nn
 
-from peft_core import LoraConfig, MergeError, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft_core import (
+    Capability,
+    LoraConfig,
+    MergeError,
+    MethodSpec,
+    PeftModel,
+    UnsupportedOperation,
+    get_peft_model,
+    hookimpl,
+    prepare_model_for_kbit_training,
+)
 from peft_core.conformance.models import token_batch
 from peft_core.layer import AdapterLayer
+from peft_core.plugins import register_plugin, unregister_plugin
+from peft_core.registry import LAYER_METHOD_CAPABILITIES
 from peft_core.weights import dense_weight
 from peft_core_bnb import dequantize_model, is_quantized_model
 from peft_core_bnb.quant import rounding_bound
@@ -179,3 +192,38 @@ def test_nb_trainable_parameters_count_packed_4bit_weights(load_quantized):
     assert trainable == sum(4 * (i + o) for i, o in shapes)
     plain = 2 * 97 * 32 + 5 * 32  # embeddings, head, norms
     assert total == trainable + plain + sum(i * o for i, o in shapes)
+
+
+# -- a method that does not declare Capability.QUANTIZED_BASE -------------------------------------
+
+
+@dataclasses.dataclass
+class NoQuantConfig(LoraConfig):
+    """LoRA's layers under a name whose MethodSpec does not claim quantized bases."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = "NOQUANTLR"
+
+
+class _NoQuantPlugin:
+    @hookimpl
+    def peft_core_register_methods(self, registry):
+        from peft_core_lora.layer import create_lora_layer
+
+        registry.register(MethodSpec(
+            name="NOQUANTLR", config_class=NoQuantConfig, prefix="noquantlr_", layer_factory=create_lora_layer,
+            capabilities=LAYER_METHOD_CAPABILITIES,
+            unsupported={Capability.QUANTIZED_BASE: "its update needs the exact base weight at every step"},
+        ))
+
+
+def test_method_without_quantized_base_capability_is_refused_with_its_reason(load_quantized):
+    register_plugin(_NoQuantPlugin(), name="noquant-test-plugin")
+    try:
+        model = load_quantized(4)
+        with pytest.raises(UnsupportedOperation, match="exact base weight at every step"):
+            get_peft_model(model, NoQuantConfig(r=4, target_modules=["q_proj"]))
+        assert not any(isinstance(m, AdapterLayer) for m in model.modules())
+    finally:
+        unregister_plugin("noquant-test-plugin")
