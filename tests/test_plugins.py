@@ -324,6 +324,20 @@ def test_register_and_unregister_plugin_in_process():
     get_peft_model(model, LoraConfig(r=2, target_modules=["0"]))
 
 
+def test_register_plugin_under_a_taken_name_is_a_plugin_error():
+    plugin, _ = _toy_plugin(name="TAKEN", prefix="taken_")
+    with pytest.raises(PluginError, match="'lora'.*already registered"):
+        register_plugin(plugin, name="lora")
+    assert "TAKEN" not in registry()
+    register_plugin(plugin, name="taken-inproc")
+    try:
+        with pytest.raises(PluginError, match="already registered"):
+            register_plugin(plugin, name="taken-again")
+    finally:
+        unregister_plugin("taken-inproc")
+    assert "TAKEN" not in registry()
+
+
 def test_register_plugin_duplicate_method_leaves_registry_unchanged():
     before = {s.name: s for s in registry()}
     plugin, _ = _toy_plugin(name="LORA", prefix="otherlora_")

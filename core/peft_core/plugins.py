@@ -186,6 +186,11 @@ def register_plugin(module: object, name: str | None = None) -> None:
     pm = plugin_manager()
     reg = registry()
     name = name or getattr(module, "__name__", repr(module))
+    if pm.get_plugin(name) is not None or pm.is_registered(module):
+        raise PluginError(
+            f"a plugin named {name!r} (or this plugin object) is already registered; "
+            "call unregister_plugin(name) first or register it under another name."
+        )
     pm.register(module, name=name)
     bad = _unverified_hooks(pm, module)
     if bad:
