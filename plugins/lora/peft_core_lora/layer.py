@@ -95,6 +95,31 @@ class LoraLayer(AdapterLayer):
         return super().unmerged_weight(weight, adapter_name)
 
 
+def _linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
+    """``nn.Linear(in_features, out_features, bias)``: the same values, the same global-RNG draws.
+
+    Built without ``nn.Linear.__init__`` and ``kaiming_uniform_``'s per-call bookkeeping
+    (fan and gain lookups), which were the largest single cost of injecting into many
+    small layers. Keeping the draws identical keeps a seed giving the adapter Hugging Face
+    PEFT gives (it builds ``nn.Linear`` factors and then re-initialises them).
+    """
+    layer = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(layer)
+    layer.in_features, layer.out_features = in_features, out_features
+    weight = torch.empty(out_features, in_features)
+    extra = torch.empty(out_features) if bias else None
+    with torch.no_grad():
+        if weight.numel():  # kaiming_uniform_ leaves empty tensors alone
+            std = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2)) / math.sqrt(in_features)  # kaiming, a=√5, fan_in
+            weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
+        if extra is not None:
+            bound = 1 / math.sqrt(in_features) if in_features > 0 else 0
+            extra.uniform_(-bound, bound)
+    layer.weight = nn.Parameter(weight)
+    layer.register_parameter("bias", nn.Parameter(extra) if extra is not None else None)
+    return layer
+
+
 class LoraLinear(LoraLayer):
     """LoRA on ``nn.Linear``, transformers ``Conv1D`` and quantized linears (via the weight hooks)."""
 
@@ -106,8 +131,8 @@ class LoraLinear(LoraLayer):
 
     def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
         d = self.description
-        self.lora_A[adapter_name] = nn.Linear(d.in_features, r, bias=False)
-        self.lora_B[adapter_name] = nn.Linear(r, d.out_features, bias=config.lora_bias)
+        self.lora_A[adapter_name] = _linear(d.in_features, r, bias=False)
+        self.lora_B[adapter_name] = _linear(r, d.out_features, bias=config.lora_bias)
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
