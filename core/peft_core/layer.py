@@ -34,14 +34,17 @@ class AdapterLayer(nn.Module):
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.description = description
-        self._active_adapters: list[str] = []
-        self.merged_adapters: list[str] = []
-        self._disable_adapters = False
+        # plain attributes go straight into __dict__: nn.Module.__setattr__'s Parameter/Module/buffer
+        # checks cost more than the rest of building a small layer, and injection builds thousands
+        plain = self.__dict__
+        plain["description"] = description
+        plain["_active_adapters"] = []
+        plain["merged_adapters"] = []
+        plain["_disable_adapters"] = False
         #: mixed-batch routing (a :class:`~peft_core.routing.RoutingPlan`), set around one forward by the model
-        self._routing: Any = None
+        plain["_routing"] = None
         for name in self.other_param_names:
-            setattr(self, name, {})
+            plain[name] = {}
 
     # -- to implement ---------------------------------------------------------------------
 
