@@ -93,11 +93,11 @@ class PeftConfig:
         if own_type is None:  # the base class: dispatch
             if not isinstance(peft_type, str) or not peft_type:
                 raise ConfigError(f"{_where(source)}the config has no 'peft_type' string; cannot tell which method wrote it.")
-            target = registry().get(peft_type).config_class
+            target = _method_config_class(peft_type, source)
         elif isinstance(peft_type, str) and peft_type and peft_type.upper() != str(own_type).upper():
             # like PEFT, a method class reading another method's config dispatches instead of
             # silently relabelling it (LoraConfig.from_pretrained on an IA3 adapter → IA3Config)
-            target = registry().get(peft_type).config_class
+            target = _method_config_class(peft_type, source)
         return target._from_known_fields(data, source)
 
     @classmethod
@@ -158,14 +158,27 @@ class PeftConfig:
             )
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{file}: not valid JSON ({exc}).") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also over-long integers
+            raise ConfigError(f"{file}: not valid JSON ({type(exc).__name__}: {str(exc):.200}).") from None
         return cls.from_dict(data, source=str(file), **kwargs)
 
     # -- helpers -------------------------------------------------------------------------
 
     def copy(self, **changes: Any) -> PeftConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _method_config_class(peft_type: str, source: str | None) -> type[PeftConfig]:
+    """The config class of ``peft_type``; an unknown method's error names the field and the file."""
+    from .errors import UnknownMethodError
+    from .plugins import registry
+
+    try:
+        return registry().get(peft_type).config_class
+    except UnknownMethodError as exc:
+        if not source:
+            raise
+        raise UnknownMethodError(f"{_where(source)}field 'peft_type': {exc}") from None
 
 
 def _where(source: str | None) -> str:

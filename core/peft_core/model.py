@@ -22,6 +22,7 @@ from torch import nn
 from .config import PeftConfig, TaskType
 from .errors import AdapterNameError, ConfigError, SaveError, UnsupportedOperation
 from .fileio import atomic_write_text
+from .names import validate_adapter_name
 from .serialization import LoadResult, get_peft_model_state_dict, load_peft_weights, save_weights, set_peft_model_state_dict
 from .tuner import AdapterModel, routing
 
@@ -90,7 +91,11 @@ class PeftModel(nn.Module):
 
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         with routing(self.base_model, adapter_names, _batch_size(args, kwargs)):
-            return self.get_base_model()(*args, **kwargs)
+            outputs = self.get_base_model()(*args, **kwargs)
+        loss = getattr(outputs, "loss", None)
+        if isinstance(loss, torch.Tensor):  # labels were given: methods may add regularisers
+            outputs.loss = _with_extra_loss(self.base_model, outputs, loss)
+        return outputs
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -178,6 +183,8 @@ class PeftModel(nn.Module):
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise AdapterNameError(f"cannot save unknown adapters {unknown}; this model has {sorted(self.peft_config)}.")
+        for name in names:  # again here: a name must never lead outside save_directory
+            validate_adapter_name(name)
         for name in names:
             state = get_peft_model_state_dict(self, state_dict=kwargs.get("state_dict"), adapter_name=name)
             if not is_main_process:
@@ -207,11 +214,13 @@ class PeftModel(nn.Module):
         autocast_adapter_dtype: bool = True,
         ephemeral_gpu_offload: bool = False,
         low_cpu_mem_usage: bool = False,
+        strict: bool = False,
         **kwargs: Any,
     ) -> PeftModel:
         """Wrap ``model`` and load the adapter saved in the local directory ``model_id``.
 
         If loading fails, the adapter layers are removed again and ``model`` is as it was.
+        ``strict=True`` makes missing or unexpected keys an error instead of a warning.
         """
         if isinstance(model, PeftModel):
             raise ConfigError("model is already a PeftModel; use model.load_adapter(path, adapter_name) instead.")
@@ -224,7 +233,7 @@ class PeftModel(nn.Module):
         flags = {p: p.requires_grad for p in model.parameters()}
         peft_model = klass(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         try:
-            peft_model._load_weights(path, adapter_name, kwargs.get("torch_device"))
+            peft_model._load_weights(path, adapter_name, kwargs.get("torch_device"), strict=strict)
         except BaseException:
             peft_model.base_model.unload()
             for param, flag in flags.items():
@@ -242,9 +251,13 @@ class PeftModel(nn.Module):
         torch_device: str | None = None,
         autocast_adapter_dtype: bool = True,
         low_cpu_mem_usage: bool = False,
+        strict: bool = False,
         **kwargs: Any,
     ) -> LoadResult:
-        """Load another saved adapter next to the existing ones (not activated); all-or-nothing."""
+        """Load another saved adapter next to the existing ones (not activated); all-or-nothing.
+
+        ``strict=True`` makes missing or unexpected keys an error instead of a warning.
+        """
         subfolder = kwargs.get("subfolder")
         path = Path(model_id) / subfolder if subfolder else Path(model_id)
         config = PeftConfig.from_pretrained(path)
@@ -252,7 +265,7 @@ class PeftModel(nn.Module):
         flags = {p: p.requires_grad for p in self.parameters()}  # adding freezes the base; a failure gives them back
         self.add_adapter(adapter_name, config)
         try:
-            result = self._load_weights(path, adapter_name, torch_device)
+            result = self._load_weights(path, adapter_name, torch_device, strict=strict)
         except BaseException:
             self.base_model.delete_adapter(adapter_name)
             for param, flag in flags.items():
@@ -262,9 +275,9 @@ class PeftModel(nn.Module):
             self.eval()
         return result
 
-    def _load_weights(self, path: Path, adapter_name: str, device: str | None) -> LoadResult:
+    def _load_weights(self, path: Path, adapter_name: str, device: str | None, strict: bool = False) -> LoadResult:
         state = load_peft_weights(path, device=device)
-        result = set_peft_model_state_dict(self, state, adapter_name=adapter_name)
+        result = set_peft_model_state_dict(self, state, adapter_name=adapter_name, strict=strict)
         if result.unexpected_keys:
             warnings.warn(f"unexpected keys in {path} ignored: {result.unexpected_keys[:10]}", UserWarning, stacklevel=3)
         if result.missing_keys:
@@ -274,6 +287,21 @@ class PeftModel(nn.Module):
                 stacklevel=3,
             )
         return result
+
+
+def _with_extra_loss(tuner: AdapterModel, outputs: Any, loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` plus every ``peft_core_extra_loss`` term of the trainable adapters."""
+    from .plugins import hook
+
+    for name, config in tuner.peft_config.items():
+        if config.inference_mode:
+            continue
+        terms = hook().peft_core_extra_loss(spec=tuner.spec_for(name), config=config, adapter_name=name,
+                                            tuner=tuner, outputs=outputs)
+        for term in terms:
+            if term is not None:
+                loss = loss + term
+    return loss
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:

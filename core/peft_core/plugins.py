@@ -85,6 +85,39 @@ def _unverified_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return bad
 
 
+def _guard_hooks(pm: pluggy.PluginManager, plugin: object, name: str, dist: str | None) -> None:
+    """Make ``plugin``'s hook implementations report unexpected exceptions as :class:`PluginError`.
+
+    The one place that gives a failure inside a hook call its culprit: deliberate
+    errors (:class:`PeftCoreError`) pass through unchanged; anything else (a plugin bug) becomes a
+    ``PluginError`` naming the hook, the plugin and its distribution, chained to the original.
+    Wrapper-style implementations (generators) are left alone.
+    """
+    from .errors import PeftCoreError
+
+    who = f"plugin {name!r}" + (f" from distribution {dist!r}" if dist else "")
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin or impl.hookwrapper or impl.wrapper:
+                continue
+            if getattr(impl.function, "_peft_core_guarded", False):
+                continue
+
+            def guarded(*args: Any, _fn: Any = impl.function, _hook: str = caller.name, **kwargs: Any) -> Any:
+                try:
+                    return _fn(*args, **kwargs)
+                except PeftCoreError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"{who} raised in hook {_hook}: {type(exc).__name__}: {exc}. This is a bug in that "
+                        "plugin; upgrade it, or disable it with PEFT_CORE_DISABLE_PLUGINS."
+                    ) from exc
+
+            guarded._peft_core_guarded = True  # type: ignore[attr-defined]
+            impl.function = guarded
+
+
 def _load() -> None:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -135,6 +168,7 @@ def _load() -> None:
             pm.unregister(module)
             plugins.append(_fail(name, dist, version, error, "load"))
         else:
+            _guard_hooks(pm, module, name, dist)
             plugins.append(PluginInfo(name, dist, version))
     registry._current_plugin = ("<unknown>", None)
     _state.pm, _state.registry, _state.plugins = pm, registry, plugins
@@ -207,6 +241,7 @@ def register_plugin(module: object, name: str | None = None) -> None:
             raise
         finally:
             reg._current_plugin = ("<unknown>", None)
+    _guard_hooks(pm, module, name, None)
     _state.plugins.append(PluginInfo(name, None, None))
 
 

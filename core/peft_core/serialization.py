@@ -155,10 +155,88 @@ def weights_file(directory: str | os.PathLike) -> Path:
     raise LoadError(f"no {SAFETENSORS_WEIGHTS_NAME} or {WEIGHTS_NAME} in {str(path)!r}.")
 
 
+#: bytes per element of every safetensors dtype torch can hold
+SAFETENSORS_DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+#: the header size limit safetensors itself enforces (100 MB)
+MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def validate_safetensors_header(file: str | os.PathLike) -> dict[str, Any]:
+    """Parse and check a safetensors header before any loader trusts it; return it.
+
+    The header is untrusted input: its 8-byte length must fit in the file (nothing is read
+    or allocated from that number before the check), it must be a JSON object, and every
+    tensor entry must have a known dtype, a shape of non-negative integers and
+    ``data_offsets`` that lie inside the data section, tile it without gaps or overlaps,
+    and span exactly ``prod(shape) * itemsize`` bytes. Anything else is a :class:`LoadError`.
+    """
+    import json
+
+    file = Path(file)
+    size = file.stat().st_size
+
+    def bad(why: str) -> LoadError:
+        return LoadError(f"{file}: not a valid safetensors file: {why}. The file is corrupt or truncated; save it again.")
+
+    if size < 8:
+        raise bad(f"{size} bytes is too short for the 8-byte header length")
+    with open(file, "rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if length > size - 8 or length > MAX_SAFETENSORS_HEADER:
+            raise bad(f"the header claims {length} bytes but the file has {size - 8} after the length field")
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"the header is not JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data_len = size - 8 - length
+    spans = []
+    for key, info in header.items():
+        if key == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise bad("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(info, dict):
+            raise bad(f"entry {key!r} is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPE_SIZES:
+            raise bad(f"tensor {key!r} has unknown dtype {dtype!r:.40}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise bad(f"tensor {key!r} has an invalid shape {shape!r:.80}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_len
+        ):
+            raise bad(f"tensor {key!r} has data_offsets {offsets!r:.80} outside the {data_len}-byte data section")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel * SAFETENSORS_DTYPE_SIZES[dtype] != offsets[1] - offsets[0]:
+            raise bad(f"tensor {key!r}: shape {shape} of {dtype} does not match its {offsets[1] - offsets[0]}-byte span")
+        spans.append((offsets[0], offsets[1], key))
+    end = 0
+    for start, stop, key in sorted(spans):
+        if start != end:
+            raise bad(f"tensor {key!r} starts at byte {start}, expected {end} (overlap or gap)")
+        end = stop
+    if end != data_len:
+        raise bad(f"the tensors cover {end} bytes of a {data_len}-byte data section")
+    return header
+
+
 def load_peft_weights(model_id: str | os.PathLike, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
     """Read an adapter's tensors from a local directory; never executes pickled code."""
     file = weights_file(model_id)
     device = str(device) if device is not None else "cpu"
+    if file.suffix == ".safetensors":
+        validate_safetensors_header(file)
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
