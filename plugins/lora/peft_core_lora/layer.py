@@ -48,6 +48,10 @@ class LoraLayer(AdapterLayer):
         if variant is not None:
             variant.init(self, adapter_name, config)
             self.lora_variant[adapter_name] = variant
+            # a variant's own per-adapter containers are saved, placed, trained and deleted like LoRA's
+            extra = tuple(n for n in getattr(variant, "adapter_layer_names", ()) if n not in self.adapter_layer_names)
+            if extra:
+                self.__dict__["adapter_layer_names"] = (*self.adapter_layer_names, *extra)
 
     def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
         raise NotImplementedError
