@@ -1,0 +1,209 @@
+"""OFT against Hugging Face PEFT (peft==0.21.2): the same files, the same numbers, both ways.
+
+Each adapter is moved away from the identity before saving, so equal outputs mean equal
+rotations. One known, deliberate difference: PEFT's unmerged Conv2d forward for kernels
+larger than 1×1 folds overlapping patches back by summing them (its output is not even the
+base output at init), so for such convolutions only merged weights are compared; 1×1
+convolutions are compared end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peft_core import PeftModel, get_peft_model
+from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama, token_batch
+from peft_core.errors import ConfigError
+from peft_core.layer import AdapterLayer
+from peft_core_oft import OFTConfig
+
+peft = pytest.importorskip("peft")
+
+pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.filterwarnings("ignore::FutureWarning")]
+
+ATOL = 1e-5
+LLAMA = ["q_proj", "v_proj", "down_proj"]
+
+
+def _tokens():
+    return {"input_ids": token_batch()}
+
+
+def _images():
+    gen = torch.Generator().manual_seed(0)
+    return {"pixel_values": torch.randn(2, 3, 8, 8, generator=gen), "labels": torch.tensor([1, 7])}
+
+
+CASES = {
+    "block_size": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 8}),
+    "adjusted_block_size": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 5}),
+    "adjusted_r_exact_cayley": (tiny_llama, _tokens, {"target_modules": ["k_proj", "o_proj"], "r": 3,
+                                                      "oft_block_size": 0, "use_cayley_neumann": False}),
+    "block_share": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 4, "block_share": True}),
+    "coft_neumann_terms": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 8, "coft": True,
+                                                 "eps": 0.5, "num_cayley_neumann_terms": 7}),
+    "mlp_modules_to_save": (mlp, _tokens, {"target_modules": ["lin0"], "oft_block_size": 4,
+                                           "modules_to_save": ["lin1"]}),
+    "convnet_1x1": (convnet, _images, {"target_modules": ["conv1", "head"], "oft_block_size": 4}),
+    "layers_to_transform": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 16,
+                                                  "layers_to_transform": [1], "layers_pattern": "layers"}),
+}
+
+
+def _output(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(**inputs)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _perturb(model, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in sorted(model.named_parameters()):
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=gen) * 0.1)
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+def _shapes(path) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in load_file(str(path / "adapter_model.safetensors")).items()}
+
+
+def _merged_state(model) -> dict[str, torch.Tensor]:
+    return model.merge_and_unload().state_dict()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_oft_parity(case, tmp_path):
+    build, make_inputs, kwargs = CASES[case]
+    inputs = make_inputs()
+    base_out = _output(build(), inputs)
+
+    # ours -> PEFT
+    ours = get_peft_model(build(), OFTConfig(**kwargs))
+    _perturb(ours, seed=11)
+    ours.eval()
+    ours_out = _output(ours, inputs)
+    assert _diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
+    ours.save_pretrained(tmp_path / "ours")
+    theirs_from_ours = peft.PeftModel.from_pretrained(build(), str(tmp_path / "ours"))
+    assert _diff(_output(theirs_from_ours, inputs), ours_out) <= ATOL
+
+    # PEFT -> ours
+    theirs = peft.get_peft_model(build(), peft.OFTConfig(**kwargs))
+    _perturb(theirs, seed=22)
+    theirs.eval()
+    theirs_out = _output(theirs, inputs)
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    ours_from_theirs = PeftModel.from_pretrained(build(), tmp_path / "theirs")
+    assert _diff(_output(ours_from_theirs, inputs), theirs_out) <= ATOL
+
+    # the same files and a config PEFT reads back equal
+    assert _shapes(tmp_path / "ours") == _shapes(tmp_path / "theirs")
+    assert any(k.endswith("oft_R.weight") for k in _shapes(tmp_path / "ours"))
+    ours_json = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
+    theirs_json = json.loads((tmp_path / "theirs" / "adapter_config.json").read_text())
+    for data in (ours_json, theirs_json):
+        for key in ("target_modules", "modules_to_save"):
+            if isinstance(data.get(key), list):
+                data[key] = sorted(data[key])
+    assert ours_json == theirs_json
+    assert type(peft.PeftConfig.from_pretrained(str(tmp_path / "ours"))) is peft.OFTConfig
+
+    # merge_and_unload: the same weights, and the merged model gives the unmerged output
+    ours_state, theirs_state = _merged_state(ours_from_theirs), _merged_state(theirs)
+    assert set(ours_state) == set(theirs_state)
+    for key in theirs_state:
+        assert _diff(ours_state[key], theirs_state[key]) <= ATOL, key
+
+
+def test_conv2d_3x3_merged_weights_match_peft(tmp_path):
+    kwargs = {"target_modules": ["conv0", "conv1"], "r": 3, "oft_block_size": 0}
+    inputs = _images()
+    theirs = peft.get_peft_model(convnet(), peft.OFTConfig(**kwargs))
+    _perturb(theirs, seed=3)
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    ours = PeftModel.from_pretrained(convnet(), tmp_path / "theirs")
+    assert ours.base_model.model.conv0.oft_R["default"].weight.shape == (3, 36)  # 27 patch features, blocks of 9
+    unmerged = _output(ours, inputs)
+    ours_state, theirs_state = _merged_state(ours), _merged_state(theirs)
+    for key in theirs_state:
+        assert _diff(ours_state[key], theirs_state[key]) <= ATOL, key
+    # our unmerged forward is exactly the merged model (PEFT's is not, for kernels > 1×1)
+    merged = convnet()
+    merged.load_state_dict(ours_state)
+    assert _diff(_output(merged, inputs), unmerged) <= ATOL
+
+
+def test_unmerge_restores_peft_merged_weights(tmp_path):
+    ours = get_peft_model(tiny_llama(), OFTConfig(target_modules=LLAMA, oft_block_size=8))
+    _perturb(ours, seed=4)
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    ours.merge_adapter()
+    assert any(_diff(ours.state_dict()[k], before[k]) > 1e-3 for k in before if "base_layer.weight" in k)
+    ours.unmerge_adapter()
+    for key, value in ours.state_dict().items():
+        assert _diff(value, before[key]) <= 1e-5, key
+
+
+def test_pre_0_14_config_is_refused(tmp_path):
+    (tmp_path / "old").mkdir()
+    old = {"peft_type": "OFT", "r": 8, "target_modules": ["q_proj"], "module_dropout": 0.0, "coft": False,
+           "eps": 6e-5, "block_share": False, "init_weights": True}
+    (tmp_path / "old" / "adapter_config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="0.14"):
+        PeftModel.from_pretrained(tiny_llama(), tmp_path / "old")
+    with pytest.raises(ValueError, match="0.14"):  # PEFT refuses it too
+        peft.OFTConfig.check_kwargs(**old)
+
+
+def test_old_cayley_neumann_warns(tmp_path):
+    OFTConfig(target_modules=["q_proj"]).save_pretrained(tmp_path / "cfg")
+    data = json.loads((tmp_path / "cfg" / "adapter_config.json").read_text())
+    data["peft_version"] = "0.17.1"
+    (tmp_path / "cfg" / "adapter_config.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="0.18"):
+        OFTConfig.from_pretrained(tmp_path / "cfg")
+    data["peft_version"] = "0.21.2"
+    (tmp_path / "cfg" / "adapter_config.json").write_text(json.dumps(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert OFTConfig.from_pretrained(tmp_path / "cfg").oft_block_size == 32
+
+
+def test_config_json_is_byte_identical(tmp_path):
+    kwargs = {"target_modules": ["q_proj", "v_proj"], "oft_block_size": 0, "r": 4, "coft": True, "task_type": "CAUSAL_LM"}
+    OFTConfig(**kwargs).save_pretrained(tmp_path / "ours")
+    peft.OFTConfig(**kwargs).save_pretrained(str(tmp_path / "theirs"))
+    assert (tmp_path / "ours" / "adapter_config.json").read_text() == \
+        (tmp_path / "theirs" / "adapter_config.json").read_text()
+
+
+def test_requested_block_size_is_kept_in_config(tmp_path):
+    model = get_peft_model(tiny_llama(), OFTConfig(target_modules=["q_proj"], oft_block_size=5))
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(layer, AdapterLayer) and layer.oft_block_size["default"] == 4 and layer.r["default"] == 8
+    assert model.peft_config["default"].oft_block_size == 5
+
+
+def test_gpt2_conv1d_beyond_peft():
+    """PEFT's OFT refuses transformers' Conv1D; here it is a linear layer like any other."""
+    kwargs = {"target_modules": ["c_attn", "c_fc"], "oft_block_size": 8, "fan_in_fan_out": True}
+    with pytest.raises(TypeError, match="Conv1D"):
+        peft.get_peft_model(tiny_gpt2(), peft.OFTConfig(**kwargs))
+    inputs = _tokens()
+    ours = get_peft_model(tiny_gpt2(), OFTConfig(**kwargs))
+    _perturb(ours, seed=5)
+    out = _output(ours, inputs)
+    assert _diff(out, _output(tiny_gpt2(), inputs)) > 1e-3
+    assert _diff(_output(ours.merge_and_unload(), inputs), out) <= ATOL
