@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import PeftConfig, TaskType
-from .errors import AdapterNameError, ConfigError, SaveError, UnsupportedOperation
+from .errors import AdapterNameError, ConfigError, LoadError, SaveError, UnsupportedOperation
 from .fileio import atomic_write_text
 from .names import validate_adapter_name
 from .serialization import LoadResult, get_peft_model_state_dict, load_peft_weights, save_weights, set_peft_model_state_dict
@@ -277,7 +277,10 @@ class PeftModel(nn.Module):
 
     def _load_weights(self, path: Path, adapter_name: str, device: str | None, strict: bool = False) -> LoadResult:
         state = load_peft_weights(path, device=device)
-        result = set_peft_model_state_dict(self, state, adapter_name=adapter_name, strict=strict)
+        try:
+            result = set_peft_model_state_dict(self, state, adapter_name=adapter_name, strict=strict)
+        except LoadError as exc:  # say which file did not fit
+            raise LoadError(f"{path}: {exc}") from None
         if result.unexpected_keys:
             warnings.warn(f"unexpected keys in {path} ignored: {result.unexpected_keys[:10]}", UserWarning, stacklevel=3)
         if result.missing_keys:

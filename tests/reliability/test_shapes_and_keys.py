@@ -33,7 +33,7 @@ def test_wrong_base_model_names_key_both_shapes_and_cause(tmp_path):
     with pytest.raises(LoadError) as info:
         PeftModel.from_pretrained(wider, tmp_path)
     message = str(info.value)
-    assert A0 in message
+    assert A0 in message and str(tmp_path) in message
     assert "(4, 16)" in message and "(4, 32)" in message
     assert "different base model" in message and "rank" in message
     assert_unchanged(wider, before)
@@ -80,7 +80,7 @@ def test_strict_from_pretrained_refuses_and_leaves_model_alone(tmp_path):
     before = snapshot(model)
     with pytest.raises(LoadError, match="strict") as info:
         PeftModel.from_pretrained(model, tmp_path, strict=True)
-    assert B1 in str(info.value) and "norm.lora_A.weight" in str(info.value)
+    assert B1 in str(info.value) and "norm.lora_A.weight" in str(info.value) and str(tmp_path) in str(info.value)
     assert_unchanged(model, before)
 
 
