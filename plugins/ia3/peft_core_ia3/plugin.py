@@ -13,6 +13,7 @@ from .combine import peft_core_combine_adapters  # noqa: F401  (hook implementat
 from .config import IA3Config
 from .conformance import peft_core_conformance_cases  # noqa: F401
 from .layer import create_ia3_layer
+from .model import IA3Model
 
 
 @hookimpl
@@ -24,6 +25,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             prefix="ia3_",
             layer_factory=create_ia3_layer,
             capabilities=LAYER_METHOD_CAPABILITIES | {Capability.WEIGHTED_COMBINE},
+            exports={"IA3Model": IA3Model},
             description="Infused adapters: learned vectors rescale the inputs or outputs of frozen layers.",
             paper="https://arxiv.org/abs/2205.05638",
         )

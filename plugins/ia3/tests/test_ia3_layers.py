@@ -163,8 +163,12 @@ def test_registered_with_paper_and_capabilities():
     assert spec.config_class is IA3Config and spec.prefix == "ia3_"
     assert spec.paper == "https://arxiv.org/abs/2205.05638"
     from peft_core import IA3Config as exported
+    from peft_core import IA3Model
 
     assert exported is IA3Config
+    tuner = IA3Model(Net(), IA3Config(**CONFIG), "default")  # PEFT's tuner class name and signature
+    assert sorted(n for n, m in tuner.named_modules() if isinstance(m, (IA3Linear, IA3Conv))) == [
+        "model.conv", "model.convff", "model.ff", "model.lin"]
 
 
 def test_combining_refuses_what_it_cannot_express():
