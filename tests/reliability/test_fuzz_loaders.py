@@ -78,7 +78,10 @@ def _guarded_reads(monkeypatch_target=serialization):
         return Reader(fh, Path(file).stat().st_size) if "b" in mode and "r" in mode else fh
 
     def checked_load(filename, *args, **kwargs):
-        validate_safetensors_header(filename)  # raises if the loader was reached with a bad file
+        try:
+            validate_safetensors_header(filename)
+        except LoadError as exc:
+            raise AssertionError(f"safetensors' loader was reached with an invalid file: {exc}") from None
         return real_load(filename, *args, **kwargs)
 
     monkeypatch_target.open = spy_open
