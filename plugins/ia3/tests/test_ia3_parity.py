@@ -12,11 +12,11 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from peft_core import PeftModel, get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama, token_batch
+from peft_core.conformance.parity import config_json, max_diff, model_output, perturb_trainable, saved_shapes
 from peft_core.layer import AdapterLayer
 from peft_core.wrappers import ModulesToSaveWrapper
 from peft_core_ia3 import IA3Config
@@ -78,66 +78,39 @@ CASES = {
 }
 
 
-def _output(model, inputs) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs)
-    return out if isinstance(out, torch.Tensor) else out.logits
-
-
 def _perturb(model, seed: int) -> None:
     """Move every trainable tensor (IA³ vectors, saved modules) away from its init."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, param in sorted(model.named_parameters()):
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.2)
-
-
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
-
-def _shapes(path) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in load_file(str(path / "adapter_model.safetensors")).items()}
-
-
-def _normalized_json(path) -> dict:
-    data = json.loads((path / "adapter_config.json").read_text())
-    for key in ("target_modules", "exclude_modules", "modules_to_save", "feedforward_modules"):
-        if isinstance(data.get(key), list):
-            data[key] = sorted(data[key])
-    return data
+    perturb_trainable(model, seed, scale=0.2)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_ia3_parity(case, tmp_path):
     build, make_inputs, kwargs = CASES[case]
     inputs = make_inputs()
-    base_out = _output(build(), inputs)
+    base_out = model_output(build(), inputs)
 
     # ours -> PEFT
     ours = get_peft_model(build(), IA3Config(**kwargs))
     _perturb(ours, seed=11)
     ours.eval()
-    ours_out = _output(ours, inputs)
-    assert _max_diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
+    ours_out = model_output(ours, inputs)
+    assert max_diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
     ours.save_pretrained(tmp_path / "ours")
     theirs_from_ours = peft.PeftModel.from_pretrained(build(), tmp_path / "ours")
-    assert _max_diff(_output(theirs_from_ours, inputs), ours_out) <= ATOL
+    assert max_diff(model_output(theirs_from_ours, inputs), ours_out) <= ATOL
 
     # PEFT -> ours
     theirs = peft.get_peft_model(build(), peft.IA3Config(**kwargs))
     _perturb(theirs, seed=22)
     theirs.eval()
-    theirs_out = _output(theirs, inputs)
+    theirs_out = model_output(theirs, inputs)
     theirs.save_pretrained(tmp_path / "theirs")
     ours_from_theirs = PeftModel.from_pretrained(build(), tmp_path / "theirs")
-    assert _max_diff(_output(ours_from_theirs, inputs), theirs_out) <= ATOL
+    assert max_diff(model_output(ours_from_theirs, inputs), theirs_out) <= ATOL
 
     # the same files: keys, shapes, and a config PEFT reads back equal
-    assert _shapes(tmp_path / "ours") == _shapes(tmp_path / "theirs")
-    assert _normalized_json(tmp_path / "ours") == _normalized_json(tmp_path / "theirs")
+    assert saved_shapes(tmp_path / "ours") == saved_shapes(tmp_path / "theirs")
+    assert config_json(tmp_path / "ours") == config_json(tmp_path / "theirs")
     read_back = peft.PeftConfig.from_pretrained(str(tmp_path / "ours"))
     assert type(read_back) is peft.IA3Config
 
@@ -148,19 +121,15 @@ def test_ia3_parity(case, tmp_path):
     ours_state, theirs_state = ours_merged.state_dict(), theirs_merged.state_dict()
     assert set(ours_state) == set(theirs_state)
     for key in theirs_state:
-        assert _max_diff(ours_state[key], theirs_state[key]) <= ATOL, key
-    assert _max_diff(_output(ours_merged, inputs), theirs_out) <= ATOL
+        assert max_diff(ours_state[key], theirs_state[key]) <= ATOL, key
+    assert max_diff(model_output(ours_merged, inputs), theirs_out) <= ATOL
 
 
 def _two_adapters(tmp_path):
     """PEFT saves adapters ``a`` (output scaling of k/v, input scaling of down_proj) and ``b`` (v, down_proj)."""
     theirs = peft.get_peft_model(tiny_llama(), peft.IA3Config(**LLAMA), adapter_name="a")
     theirs.add_adapter("b", peft.IA3Config(target_modules=["v_proj", "down_proj"], feedforward_modules=["down_proj"]))
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, param in sorted(theirs.named_parameters()):
-            if "ia3_l" in name:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.2)
+    perturb_trainable(theirs, seed=3, scale=0.2, only="ia3_l")
     theirs.save_pretrained(tmp_path)
     ours = PeftModel.from_pretrained(tiny_llama(), tmp_path / "a", adapter_name="a")
     ours.load_adapter(tmp_path / "b", adapter_name="b")
@@ -172,14 +141,14 @@ def test_several_active_adapters_multiply_as_in_peft(tmp_path):
     inputs = _tokens()
     theirs.base_model.set_adapter(["a", "b"])
     ours.base_model.set_adapter(["a", "b"])
-    both = _output(ours, inputs)
-    assert _max_diff(both, _output(theirs, inputs)) <= ATOL
+    both = model_output(ours, inputs)
+    assert max_diff(both, model_output(theirs, inputs)) <= ATOL
     ours.base_model.set_adapter("a")
-    assert _max_diff(both, _output(ours, inputs)) > 1e-3
+    assert max_diff(both, model_output(ours, inputs)) > 1e-3
     # merging both active adapters gives the same output
     ours.base_model.set_adapter(["a", "b"])
     ours.merge_adapter()
-    assert _max_diff(_output(ours, inputs), both) <= ATOL
+    assert max_diff(model_output(ours, inputs), both) <= ATOL
 
 
 @pytest.mark.parametrize("weights", [[0.7, 0.3], [1.5, -0.4]])
@@ -190,16 +159,16 @@ def test_add_weighted_adapter_linear_matches_peft(tmp_path, weights):
     ours.add_weighted_adapter(["a", "b"], weights, "mix", combination_type="linear")
     ours.add_weighted_adapter(["a", "b"], weights, "mix_default")  # PEFT-style call: no combination_type
     theirs.set_adapter("mix")
-    expected = _output(theirs, inputs)
+    expected = model_output(theirs, inputs)
     for name in ("mix", "mix_default"):
         ours.set_adapter(name)
-        assert _max_diff(_output(ours, inputs), expected) <= ATOL
+        assert max_diff(model_output(ours, inputs), expected) <= ATOL
     assert ours.peft_config["mix"].to_dict()["feedforward_modules"] == ["down_proj"]
     ours_l = {k: v for k, v in ours.state_dict().items() if k.endswith(".ia3_l.mix")}
     theirs_l = {k: v for k, v in theirs.state_dict().items() if k.endswith(".ia3_l.mix")}
     assert set(ours_l) == set(theirs_l) and ours_l
     for key in theirs_l:
-        assert _max_diff(ours_l[key], theirs_l[key]) <= ATOL, key
+        assert max_diff(ours_l[key], theirs_l[key]) <= ATOL, key
 
 
 def test_config_json_text_is_byte_identical(tmp_path):

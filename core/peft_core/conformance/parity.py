@@ -1,0 +1,64 @@
+"""Helpers for parity tests against Hugging Face PEFT: the same files, the same numbers, both ways.
+
+Every method plugin compares itself with ``peft`` the same way — build an adapter with
+non-identity tensors in one library, save it, load it in the other, compare outputs,
+files and merged weights — so the small pieces live here instead of in each plugin's
+tests. Nothing here imports ``peft``; the tests do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: config fields PEFT writes as (unordered) lists: compared sorted
+LIST_FIELDS = ("target_modules", "exclude_modules", "modules_to_save", "feedforward_modules")
+
+
+def model_output(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The model's output tensor (``.logits`` of transformers outputs), without gradients."""
+    with torch.no_grad():
+        out = model(**inputs)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def perturb_trainable(model: nn.Module, seed: int, scale: float = 0.1, only: str | None = None) -> None:
+    """Add seeded noise to every trainable parameter (or those whose name contains ``only``).
+
+    Fresh adapters are usually the identity, which would make any comparison vacuous.
+    Parameters are visited in sorted name order, so both libraries draw the same noise for
+    the same names.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if param.requires_grad if only is None else only in name:
+                param.add_((torch.randn(param.shape, generator=gen) * scale).to(param.dtype))
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference of two same-shaped tensors."""
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a.detach().float() - b.detach().float()).abs().max().item()
+
+
+def saved_shapes(directory: str | Path) -> dict[str, tuple[int, ...]]:
+    """Key → shape of the ``adapter_model.safetensors`` in ``directory``."""
+    from safetensors.torch import load_file
+
+    return {k: tuple(v.shape) for k, v in load_file(str(Path(directory) / "adapter_model.safetensors")).items()}
+
+
+def config_json(directory: str | Path, list_fields: Iterable[str] = LIST_FIELDS) -> dict[str, Any]:
+    """``adapter_config.json`` of ``directory`` with set-valued fields sorted, ready to compare."""
+    data = json.loads((Path(directory) / "adapter_config.json").read_text())
+    for key in list_fields:
+        if isinstance(data.get(key), list):
+            data[key] = sorted(data[key])
+    return data
