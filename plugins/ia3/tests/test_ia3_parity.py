@@ -179,3 +179,19 @@ def test_config_json_text_is_byte_identical(tmp_path):
     ours = (tmp_path / "ours" / "adapter_config.json").read_text()
     theirs = (tmp_path / "theirs" / "adapter_config.json").read_text()
     assert json.loads(ours) == json.loads(theirs)
+
+
+def test_layers_to_transform_extra_is_ignored_by_peft_with_the_same_outputs(tmp_path):
+    """PEFT's IA3Config has no layers_to_transform: it drops the field, injects everywhere, and the
+    vectors it finds no saved value for stay ones — so the outputs still agree."""
+    ours = get_peft_model(tiny_llama(), IA3Config(target_modules=["v_proj", "down_proj"],
+                                                  feedforward_modules=["down_proj"], layers_to_transform=[1]))
+    perturb_trainable(ours, seed=1, scale=0.3)
+    ours.eval()
+    ours.save_pretrained(tmp_path)
+    assert all(".layers.1." in key for key in saved_shapes(tmp_path))
+    theirs = peft.PeftModel.from_pretrained(tiny_llama(), tmp_path)
+    inputs = _tokens()
+    out = model_output(ours, inputs)
+    assert max_diff(out, model_output(tiny_llama(), inputs)) > 1e-3
+    assert max_diff(model_output(theirs, inputs), out) <= ATOL
