@@ -12,6 +12,7 @@ Hooks come in groups:
   tensor (quantization backends implement these so that merging works for every method on
   every backend), and how to build an adapter layer;
 * **serialization** — method-specific key/tensor mapping around the shared on-disk format;
+* **training** — a method adds a term to the loss (a regulariser) in the forward pass;
 * **conformance** — the Hypothesis strategies a method contributes to the shared suite;
 * **combining and hot-swapping** — the method-specific half of ``add_weighted_adapter`` and
   ``hotswap_adapter`` (the core owns the math utilities, validation and rollback);
@@ -150,6 +151,21 @@ def peft_core_state_dict_post_load(
 
     The mirror image of ``peft_core_state_dict_pre_save``: map older key names, move
     tensors that live outside layers, or raise :class:`~peft_core.errors.LoadError`.
+    """
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+@hookspec
+def peft_core_extra_loss(spec: MethodSpec, config: PeftConfig, adapter_name: str, tuner: nn.Module,
+                         outputs: Any) -> torch.Tensor | None:
+    """Return a term to add to the model's loss for adapter ``adapter_name``, or ``None``.
+
+    Called by ``PeftModel.forward`` after the base model ran, only when its output carries a
+    tensor ``loss`` (labels were given), once per adapter whose config is not in inference
+    mode. The core adds every returned term to ``outputs.loss``, so a regulariser of a method
+    (AdaLoRA's orthogonality penalty) reaches the gradients without a custom training loop.
     """
 
 

@@ -56,7 +56,12 @@ class MethodSpec:
 
     ``name`` is the on-disk ``peft_type`` (``"LORA"``); ``prefix`` starts the names of the
     method's adapter attributes (``"lora_"``) and must be unique among installed methods so
-    that state-dict keys say which method owns them. ``layer_factory(target, description,
+    that state-dict keys say which method owns them, unless one of the two methods names the
+    other in ``shares_prefix_with``: a method whose layers are distinct classes and which never
+    shares a model with the other (no ``MIXED_METHODS``) may reuse its prefix, as AdaLoRA
+    reuses LoRA's ``"lora_"`` on disk (``peft_type`` in ``adapter_config.json`` tells them
+    apart). ``tuner_methods`` are extra methods of the tuner (``model.base_model.<name>(...)``),
+    called as ``fn(tuner, *args, **kwargs)``: AdaLoRA's ``update_and_allocate``. ``layer_factory(target, description,
     config, adapter_name, module_name=...)`` builds an adapter layer around a base module.
     ``extra_parameters(model, config)`` names base-model parameters the method also trains
     and saves (LoRA's ``bias="all"``). ``unsupported`` gives the reason for capabilities
@@ -71,6 +76,8 @@ class MethodSpec:
     unsupported: Mapping[Capability, str] = field(default_factory=dict)
     extra_parameters: Callable[[nn.Module, PeftConfig], Iterable[str]] | None = None
     exports: Mapping[str, Any] = field(default_factory=dict)
+    shares_prefix_with: tuple[str, ...] = ()
+    tuner_methods: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     description: str = ""
     paper: str = ""
     distribution: str | None = None  # filled in by the plugin manager
@@ -107,13 +114,20 @@ class MethodRegistry:
                 f"and again by plugin {spec.plugin_name!r} ({spec.distribution}); uninstall one of them "
                 "or block one with PEFT_CORE_DISABLE_PLUGINS."
             )
-        for other in self._by_name.values():
-            if spec.prefix.startswith(other.prefix) or other.prefix.startswith(spec.prefix):
-                raise DuplicateMethodError(
-                    f"state-dict prefix {spec.prefix!r} of method {name!r} (plugin {spec.plugin_name!r}, "
-                    f"{spec.distribution}) overlaps prefix {other.prefix!r} of method {other.name!r} "
-                    f"(plugin {other.plugin_name!r}, {other.distribution}); saved keys would be ambiguous."
-                )
+        clashes = [
+            other for other in self._by_name.values()
+            if (spec.prefix.startswith(other.prefix) or other.prefix.startswith(spec.prefix))
+            # declared reuse (either side): distinct layers, never on one model together
+            and other.name.upper() not in {n.upper() for n in spec.shares_prefix_with}
+            and name not in {n.upper() for n in other.shares_prefix_with}
+        ]
+        if clashes:
+            owners = "; ".join(f"prefix {o.prefix!r} of method {o.name!r} (plugin {o.plugin_name!r}, {o.distribution})"
+                               for o in clashes)
+            raise DuplicateMethodError(
+                f"state-dict prefix {spec.prefix!r} of method {name!r} (plugin {spec.plugin_name!r}, "
+                f"{spec.distribution}) overlaps {owners}; saved keys would be ambiguous."
+            )
         self._by_name[name] = spec
 
     def get(self, name: str) -> MethodSpec:

@@ -9,6 +9,7 @@ unloading on top of the :class:`~peft_core.layer.AdapterLayer` protocol.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -65,6 +66,10 @@ class AdapterModel(nn.Module):
         except AttributeError:
             if name == "model":
                 raise
+            for config in self.__dict__.get("peft_config", {}).values():  # methods' tuner_methods
+                method = registry().for_config(config).tuner_methods.get(name)
+                if method is not None:
+                    return functools.partial(method, self)
             return getattr(self.model, name)
 
     # -- lookup ---------------------------------------------------------------------------
