@@ -182,7 +182,7 @@ def test_old_cayley_neumann_warns(tmp_path):
 
 
 def test_config_json_is_byte_identical(tmp_path):
-    kwargs = {"target_modules": ["q_proj", "v_proj"], "oft_block_size": 0, "r": 4, "coft": True, "task_type": "CAUSAL_LM"}
+    kwargs = {"target_modules": ["q_proj"], "oft_block_size": 0, "r": 4, "coft": True, "task_type": "CAUSAL_LM"}
     OFTConfig(**kwargs).save_pretrained(tmp_path / "ours")
     peft.OFTConfig(**kwargs).save_pretrained(str(tmp_path / "theirs"))
     assert (tmp_path / "ours" / "adapter_config.json").read_text() == \
