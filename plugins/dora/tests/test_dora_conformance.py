@@ -7,7 +7,8 @@ from peft_core.conformance import cases_for, parametrize_with_checks
 from peft_core_dora.conformance import dora_cases, dora_cases_active
 
 
-@parametrize_with_checks("LORA")
+# one drawn example per model kind and check (LoRA's own suite covers the non-DoRA config space)
+@parametrize_with_checks("LORA", max_examples=6)
 def test_dora_conformance(check):
     with dora_cases_active():
         check()
