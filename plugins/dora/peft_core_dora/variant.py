@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peft_core.errors import MergeError
 from peft_core.layer import base_of
 from peft_core.weights import CONV, EMBEDDING, dense_weight
 
@@ -210,7 +211,7 @@ class DoraVariant:
 
     def unmerged_weight(self, layer: Any, adapter_name: str, weight: torch.Tensor) -> torch.Tensor:
         if self._merge_state is None:
-            raise RuntimeError(f"DoRA adapter {adapter_name!r} was not merged here; nothing to unmerge.")
+            raise MergeError(f"DoRA adapter {adapter_name!r} was never merged into this layer; there is nothing to unmerge.")
         factor, lost, rows = self._merge_state
         with torch.no_grad():
             delta = layer.get_delta_weight(adapter_name).float()

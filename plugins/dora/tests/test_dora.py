@@ -279,3 +279,22 @@ def test_bf16_base_with_fp32_adapters():
     assert torch.isfinite(out).all()
     out.float().sum().backward()
     assert torch.isfinite(layer.lora_magnitude_vector["default"].grad).all()
+
+
+def test_plugin_is_discovered_and_serves_use_dora():
+    from peft_core.plugins import hook, plugin_infos
+
+    served = {}
+    for flags in hook().peft_core_lora_variant_flags():
+        served.update(flags or {})
+    assert served.get("use_dora") == "peft-core-dora"
+    assert any(info.name == "dora" for info in plugin_infos())
+
+
+def test_unmerge_without_merge_is_a_clear_error():
+    from peft_core.errors import MergeError
+
+    model = _dora(Net())
+    layer = model.base_model.model.lin
+    with pytest.raises(MergeError, match="never merged"):
+        layer.unmerged_weight(layer.base_layer.weight.detach(), "default")
