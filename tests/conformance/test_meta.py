@@ -30,8 +30,10 @@ def _warm_up() -> None:
     import peft_core.conformance.runner  # noqa: F401
     from peft_core.plugins import registry
 
-    for spec in registry():
-        spec.config_class()
+    import typing
+
+    for spec in registry():  # resolve each config's annotations now (a default config may be invalid)
+        typing.get_type_hints(spec.config_class)
     param = torch.nn.Parameter(torch.zeros(2))
     (param * 2).sum().backward()
     torch.optim.Adam([param]).step()
