@@ -80,11 +80,18 @@ def peft_core_extra_loss(spec: MethodSpec, config: Any, adapter_name: str, tuner
     return config.orth_reg_weight * torch.stack(norms).mean() if norms else None
 
 
-def _pattern(config: Any, adapter_name: str) -> dict[str, list[bool]]:
-    """The config's rank pattern keyed ``<path>.lora_E`` (PEFT's in-memory keys also carry the adapter name)."""
+def _triplet_tensors(config: Any, adapter_name: str, state_dict: dict[str, torch.Tensor]):
+    """``(disk key, tensor, rank dim, kept mask)`` of every saved A, E, B the config's rank pattern covers.
+
+    The pattern is keyed ``<path>.lora_E``; PEFT's in-memory keys also carry the adapter name.
+    """
     suffix = f".lora_E.{adapter_name}"
-    return {(k[: -len(adapter_name) - 1] if k.endswith(suffix) else k): list(v)
-            for k, v in (config.rank_pattern or {}).items()}
+    for key, keep in (config.rank_pattern or {}).items():
+        prefix = DISK_PREFIX + (key[: -len(adapter_name) - 1] if key.endswith(suffix) else key)[: -len("lora_E")]
+        for attr, dim in (("lora_A", 0), ("lora_E", 0), ("lora_B", 1)):
+            tensor = state_dict.get(prefix + attr)
+            if tensor is not None:
+                yield prefix + attr, tensor, dim, torch.tensor(list(keep), dtype=torch.bool, device=tensor.device)
 
 
 @hookimpl
@@ -93,13 +100,9 @@ def peft_core_state_dict_pre_save(spec: MethodSpec, config: Any, adapter_name: s
     """Cut pruned triplets out of the saved tensors, as PEFT writes an allocated adapter."""
     if spec.name != "ADALORA":
         return
-    for key, keep in _pattern(config, adapter_name).items():
-        prefix = DISK_PREFIX + key[: -len("lora_E")]
-        idx = torch.tensor(keep, dtype=torch.bool)
-        for attr, dim in (("lora_A", 0), ("lora_E", 0), ("lora_B", 1)):
-            tensor = state_dict.get(prefix + attr)
-            if tensor is not None and tensor.shape[dim] == len(keep) != int(idx.sum()):
-                state_dict[prefix + attr] = tensor[idx.to(tensor.device)] if dim == 0 else tensor[:, idx.to(tensor.device)]
+    for key, tensor, dim, keep in list(_triplet_tensors(config, adapter_name, state_dict)):
+        if tensor.shape[dim] == len(keep) != int(keep.sum()):
+            state_dict[key] = tensor.index_select(dim, keep.nonzero().view(-1))
 
 
 @hookimpl
@@ -108,21 +111,10 @@ def peft_core_state_dict_post_load(spec: MethodSpec, config: Any, adapter_name: 
     """Put pruned triplets back as zeros (the layer keeps ``init_r``) and mask E by the saved pattern."""
     if spec.name != "ADALORA":
         return
-    for key, keep in _pattern(config, adapter_name).items():
-        prefix = DISK_PREFIX + key[: -len("lora_E")]
-        for attr, dim in (("lora_A", 0), ("lora_E", 0), ("lora_B", 1)):
-            tensor = state_dict.get(prefix + attr)
-            if tensor is None:
-                continue
-            idx = torch.tensor(keep, dtype=torch.bool, device=tensor.device)
-            if tensor.shape[dim] == int(idx.sum()) != len(keep):
-                shape = list(tensor.shape)
-                shape[dim] = len(keep)
-                full = tensor.new_zeros(shape)
-                if dim == 0:
-                    full[idx] = tensor
-                else:
-                    full[:, idx] = tensor
-                state_dict[prefix + attr] = full
-            elif attr == "lora_E" and tensor.shape[0] == len(keep):
-                state_dict[prefix + attr] = tensor.masked_fill(~idx.view(-1, 1), 0.0)
+    for key, tensor, dim, keep in list(_triplet_tensors(config, adapter_name, state_dict)):
+        if tensor.shape[dim] == int(keep.sum()) != len(keep):
+            shape = list(tensor.shape)
+            shape[dim] = len(keep)
+            state_dict[key] = tensor.new_zeros(shape).index_copy(dim, keep.nonzero().view(-1), tensor)
+        elif key.endswith("lora_E") and tensor.shape[0] == len(keep):
+            state_dict[key] = tensor.masked_fill(~keep.view(-1, 1), 0.0)
