@@ -13,7 +13,11 @@ the matching weight merge is ``W ← W @ Rᵀ`` (so ``W (x @ R)ᵀ`` is unchange
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 #: Modules the orthogonal methods adapt when ``target_modules`` is not given (the attention
 #: projections, as Hugging Face PEFT picks for OFT/BOFT), by ``model.config.model_type``.
@@ -165,3 +169,67 @@ def nearest_divisor(n: int, wanted: int) -> int:
     while down > 1 and n % down:
         down -= 1
     return down if wanted - down <= up - wanted else up
+
+
+def trainable_biases(model: nn.Module, bias: str, method: str, only_value: str) -> list[str]:
+    """Base biases a method trains and saves: all of them (``"all"``) or its own layers' (``only_value``).
+
+    Serves as ``MethodSpec.extra_parameters`` for the methods with PEFT's ``bias`` field.
+    """
+    from .layer import AdapterLayer
+
+    if bias == "all":
+        inside_wrapper = (".original_module.", ".modules_to_save.")
+        own = f".{method.lower()}_"
+        return [n for n, _ in model.named_parameters()
+                if "bias" in n and own not in n and not any(w in f".{n}" for w in inside_wrapper)]
+    if bias == only_value:
+        return [f"{name}.base_layer.bias" for name, module in model.named_modules()
+                if isinstance(module, AdapterLayer) and module.method == method
+                and getattr(module.base_layer, "bias", None) is not None]
+    return []
+
+
+class RotatedConv2d:
+    """Mixin for an adapter layer on ``nn.Conv2d`` whose adapter rotates patch features.
+
+    A rotation of patch features cannot be applied to the image itself, so the convolution
+    runs with the adapted weight (what merging writes). The layer provides
+    :meth:`adapted_weight`; mix in before the method's ``AdapterLayer`` subclass.
+    """
+
+    def adapted_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_conv2d(self, module_name: str) -> None:
+        from .errors import TargetModulesError
+        from .layer import base_of
+
+        d = self.description
+        if d.conv_dim != 2:
+            raise TargetModulesError(f"{self.method} adapts Conv2d, not {d.conv_dim}-d convolutions ({module_name!r}).")
+        if any(v != 1 for v in d.extra.get("dilation", (1,))) or d.extra.get("groups", 1) != 1 \
+                or getattr(base_of(self.base_layer), "padding_mode", "zeros") != "zeros":
+            raise TargetModulesError(
+                f"{self.method} does not adapt dilated, grouped or non-zero-padded convolutions ({module_name!r}).")
+
+    def _conv(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+        from .layer import base_of
+        from .weights import dense_weight
+
+        base = base_of(self.base_layer)
+        weight = dense_weight(base)
+        for name in names:
+            weight = self.adapted_weight(weight, name)
+        bias = base.bias
+        return F.conv2d(x.to(weight.dtype), weight, None if bias is None else bias.to(weight.dtype),
+                        base.stride, base.padding, base.dilation, base.groups).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._disable_adapters or self._routing is not None or self.merged or not self._active_adapters:
+            return super().forward(x, *args, **kwargs)
+        return self._conv(x, self._active_adapters)
+
+    def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        # rows of a mixed batch: the adapter replaces the base output, it does not add to it
+        return self._conv(x, [adapter_name]).to(result.dtype)

@@ -17,12 +17,18 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from peft_core.errors import ConfigError, TargetModulesError
+from peft_core.errors import ConfigError
 from peft_core.layer import AdapterLayer, base_of
-from peft_core.orthogonal import block_diagonal, cayley, identity_block_dropout, rotate_weight_input, skew_part
+from peft_core.orthogonal import (
+    RotatedConv2d,
+    block_diagonal,
+    cayley,
+    identity_block_dropout,
+    rotate_weight_input,
+    skew_part,
+)
 from peft_core.weights import CONV, LINEAR, LayerDescription, dense_weight
 
 
@@ -96,12 +102,13 @@ class BOFTLayer(AdapterLayer):
         self.boft_block_size[adapter_name], self.boft_block_num[adapter_name] = size, num
         self.boft_dropout[adapter_name] = config.boft_dropout
 
-    def butterfly(self, adapter_name: str) -> torch.Tensor:
-        """The dense ``(n, n)`` rotation ``B`` (``x ↦ x @ B``)."""
+    def butterfly(self, adapter_name: str, dropout: bool = False) -> torch.Tensor:
+        """The dense ``(n, n)`` rotation ``B`` (``x ↦ x @ B``); ``dropout`` applies ``boft_dropout`` in training."""
         R = self.boft_R[adapter_name]
         factors, num, size, _ = R.shape
         blocks = cayley(skew_part(R.reshape(factors * num, size, size))).reshape(factors, num, size, size)
-        blocks = identity_block_dropout(blocks, self.boft_dropout[adapter_name], self.training)
+        if dropout:
+            blocks = identity_block_dropout(blocks, self.boft_dropout[adapter_name], self.training)
         out = None
         for i, perm in enumerate(self.boft_perms[adapter_name]):
             perm = perm.to(R.device)
@@ -114,7 +121,10 @@ class BOFTLayer(AdapterLayer):
         return self.boft_s[adapter_name].reshape(-1, 1)
 
     def merged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        B = self.butterfly(adapter_name)
+        return self._scaled_rotation(weight, adapter_name, dropout=False)
+
+    def _scaled_rotation(self, weight: torch.Tensor, adapter_name: str, dropout: bool) -> torch.Tensor:
+        B = self.butterfly(adapter_name, dropout)
         rotated = rotate_weight_input(weight.to(B.dtype), B[None])
         return (rotated * self.scale(adapter_name).view(-1, *[1] * (weight.dim() - 1))).to(weight.dtype)
 
@@ -136,7 +146,7 @@ class BOFTLinear(BOFTLayer):
         dtype = x.dtype
         scale = None
         for name in reversed(names):  # merging a then b gives W Baᵀ Bbᵀ: the input meets b first
-            B = self.butterfly(name)
+            B = self.butterfly(name, dropout=True)
             x = x.to(B.dtype) @ B
             s = self.scale(name).reshape(-1)
             scale = s if scale is None else scale * s
@@ -156,38 +166,18 @@ class BOFTLinear(BOFTLayer):
         return self._run(x, [adapter_name]).to(result.dtype)
 
 
-class BOFTConv2d(BOFTLayer):
+class BOFTConv2d(RotatedConv2d, BOFTLayer):
     """BOFT on ``nn.Conv2d``: the convolution runs with ``s ⊙ (W Bᵀ)`` (patch features channel-major)."""
 
     def scale_shape(self) -> tuple[int, int]:
         return (1, self.description.out_features)  # PEFT stores a conv's scale as a row
 
     def update_layer(self, adapter_name: str, config: Any, module_name: str = "", **kwargs: Any) -> None:
-        d = self.description
-        base = base_of(self.base_layer)
-        if d.conv_dim != 2:
-            raise TargetModulesError(f"BOFT adapts Conv2d, not {d.conv_dim}-d convolutions ({module_name!r}).")
-        if any(v != 1 for v in d.extra.get("dilation", (1,))) or d.extra.get("groups", 1) != 1 \
-                or getattr(base, "padding_mode", "zeros") != "zeros":
-            raise TargetModulesError(f"BOFT does not adapt dilated, grouped or non-zero-padded convolutions ({module_name!r}).")
+        self.check_conv2d(module_name)
         super().update_layer(adapter_name, config, module_name=module_name)
 
-    def _conv(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-        base = base_of(self.base_layer)
-        weight = dense_weight(base)
-        for name in names:
-            weight = self.merged_weight(weight, name)
-        bias = base.bias
-        return F.conv2d(x.to(weight.dtype), weight, None if bias is None else bias.to(weight.dtype),
-                        base.stride, base.padding, base.dilation, base.groups).to(x.dtype)
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self._disable_adapters or self._routing is not None or self.merged or not self._active_adapters:
-            return super().forward(x, *args, **kwargs)
-        return self._conv(x, self._active_adapters)
-
-    def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        return self._conv(x, [adapter_name]).to(result.dtype)
+    def adapted_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        return self._scaled_rotation(weight, adapter_name, dropout=True)
 
 
 _LAYERS = {LINEAR: BOFTLinear, CONV: BOFTConv2d}

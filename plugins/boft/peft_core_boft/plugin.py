@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
-from peft_core.layer import AdapterLayer
+from peft_core.orthogonal import trainable_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 
 from .config import BOFTConfig
@@ -18,16 +18,8 @@ from .layer import create_boft_layer
 
 
 def bias_parameters(model: nn.Module, config: BOFTConfig) -> Iterable[str]:
-    """Base-model biases BOFT trains and saves: every bias (``"all"``) or those of BOFT layers (``"boft_only"``)."""
-    if config.bias == "all":
-        inside_wrapper = (".original_module.", ".modules_to_save.")
-        return [n for n, _ in model.named_parameters()
-                if "bias" in n and ".boft_" not in n and not any(w in f".{n}" for w in inside_wrapper)]
-    if config.bias == "boft_only":
-        return [f"{name}.base_layer.bias" for name, module in model.named_modules()
-                if isinstance(module, AdapterLayer) and module.method == "BOFT"
-                and getattr(module.base_layer, "bias", None) is not None]
-    return []
+    """Base-model biases BOFT trains and saves (``bias="all"`` or ``"boft_only"``)."""
+    return trainable_biases(model, config.bias, "BOFT", "boft_only")
 
 
 @hookimpl

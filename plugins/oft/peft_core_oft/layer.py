@@ -15,12 +15,11 @@ import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from peft_core.errors import TargetModulesError
-from peft_core.layer import AdapterLayer, base_of
+from peft_core.layer import AdapterLayer
 from peft_core.orthogonal import (
+    RotatedConv2d,
     cayley,
     identity_block_dropout,
     nearest_divisor,
@@ -148,35 +147,16 @@ class OFTLinear(OFTLayer):
         return self.base_layer(self._rotate(x, adapter_name).to(x.dtype)).to(result.dtype)
 
 
-class OFTConv2d(OFTLayer):
+class OFTConv2d(RotatedConv2d, OFTLayer):
     """OFT on ``nn.Conv2d``: the convolution runs with the patch-rotated weight ``W Rᵀ``."""
 
     def update_layer(self, adapter_name: str, config: Any, module_name: str = "", **kwargs: Any) -> None:
-        d = self.description
-        if d.conv_dim != 2:
-            raise TargetModulesError(f"OFT adapts Conv2d, not {d.conv_dim}-d convolutions ({module_name!r}).")
-        if any(v != 1 for v in d.extra.get("dilation", (1,))) or d.extra.get("groups", 1) != 1 \
-                or getattr(base_of(self.base_layer), "padding_mode", "zeros") != "zeros":
-            raise TargetModulesError(f"OFT does not adapt dilated, grouped or non-zero-padded convolutions ({module_name!r}).")
+        self.check_conv2d(module_name)
         super().update_layer(adapter_name, config, module_name=module_name)
 
-    def _conv(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-        base = base_of(self.base_layer)
-        weight = dense_weight(base)
-        for name in names:
-            blocks = self.rotation_blocks(name)
-            weight = rotate_weight_input(weight.to(blocks.dtype), blocks)
-        bias = base.bias
-        return F.conv2d(x.to(weight.dtype), weight, None if bias is None else bias.to(weight.dtype),
-                        base.stride, base.padding, base.dilation, base.groups).to(x.dtype)
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self._disable_adapters or self._routing is not None or self.merged or not self._active_adapters:
-            return super().forward(x, *args, **kwargs)
-        return self._conv(x, self._active_adapters)
-
-    def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        return self._conv(x, [adapter_name]).to(result.dtype)
+    def adapted_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        blocks = self.rotation_blocks(adapter_name)  # with module_dropout in training
+        return rotate_weight_input(weight.to(blocks.dtype), blocks)
 
 
 _LAYERS = {LINEAR: OFTLinear, CONV: OFTConv2d}

@@ -10,7 +10,7 @@ from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
 from peft_core.errors import ConfigError
-from peft_core.layer import AdapterLayer
+from peft_core.orthogonal import trainable_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 
 from .config import OFTConfig
@@ -19,16 +19,8 @@ from .layer import create_oft_layer
 
 
 def bias_parameters(model: nn.Module, config: OFTConfig) -> Iterable[str]:
-    """Base-model biases OFT trains and saves: every bias (``"all"``) or those of OFT layers (``"oft_only"``)."""
-    if config.bias == "all":
-        inside_wrapper = (".original_module.", ".modules_to_save.")
-        return [n for n, _ in model.named_parameters()
-                if "bias" in n and ".oft_" not in n and not any(w in f".{n}" for w in inside_wrapper)]
-    if config.bias == "oft_only":
-        return [f"{name}.base_layer.bias" for name, module in model.named_modules()
-                if isinstance(module, AdapterLayer) and module.method == "OFT"
-                and getattr(module.base_layer, "bias", None) is not None]
-    return []
+    """Base-model biases OFT trains and saves (``bias="all"`` or ``"oft_only"``)."""
+    return trainable_biases(model, config.bias, "OFT", "oft_only")
 
 
 @hookimpl
