@@ -9,14 +9,12 @@ butterfly permutations are compared with PEFT's own for several factors.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from peft_core import PeftModel, get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_llama, token_batch
+from peft_core.conformance.parity import config_json, max_diff, model_output, perturb_trainable, saved_shapes
 from peft_core.errors import ConfigError
 from peft_core_boft import BOFTConfig
 from peft_core_boft.layer import butterfly_permutation
@@ -52,29 +50,6 @@ CASES = {
 }
 
 
-def _output(model, inputs) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs)
-    return out if isinstance(out, torch.Tensor) else out.logits
-
-
-def _perturb(model, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, param in sorted(model.named_parameters()):
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.1)
-
-
-def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
-
-def _shapes(path) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in load_file(str(path / "adapter_model.safetensors")).items()}
-
-
 def _merged_state(model) -> dict[str, torch.Tensor]:
     return model.merge_and_unload().state_dict()
 
@@ -83,44 +58,38 @@ def _merged_state(model) -> dict[str, torch.Tensor]:
 def test_boft_parity(case, tmp_path):
     build, make_inputs, kwargs = CASES[case]
     inputs = make_inputs()
-    base_out = _output(build(), inputs)
+    base_out = model_output(build(), inputs)
 
     # ours -> PEFT
     ours = get_peft_model(build(), BOFTConfig(**kwargs))
-    _perturb(ours, seed=11)
+    perturb_trainable(ours, seed=11)
     ours.eval()
-    ours_out = _output(ours, inputs)
-    assert _diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
+    ours_out = model_output(ours, inputs)
+    assert max_diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
     ours.save_pretrained(tmp_path / "ours")
     theirs_from_ours = peft.PeftModel.from_pretrained(build(), str(tmp_path / "ours"))
-    assert _diff(_output(theirs_from_ours, inputs), ours_out) <= ATOL
+    assert max_diff(model_output(theirs_from_ours, inputs), ours_out) <= ATOL
 
     # PEFT -> ours
     theirs = peft.get_peft_model(build(), peft.BOFTConfig(**kwargs))
-    _perturb(theirs, seed=22)
+    perturb_trainable(theirs, seed=22)
     theirs.eval()
-    theirs_out = _output(theirs, inputs)
+    theirs_out = model_output(theirs, inputs)
     theirs.save_pretrained(str(tmp_path / "theirs"))
     ours_from_theirs = PeftModel.from_pretrained(build(), tmp_path / "theirs")
-    assert _diff(_output(ours_from_theirs, inputs), theirs_out) <= ATOL
+    assert max_diff(model_output(ours_from_theirs, inputs), theirs_out) <= ATOL
 
     # the same files and a config PEFT reads back equal
-    assert _shapes(tmp_path / "ours") == _shapes(tmp_path / "theirs")
-    assert any(k.endswith("boft_R") for k in _shapes(tmp_path / "ours"))
-    ours_json = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
-    theirs_json = json.loads((tmp_path / "theirs" / "adapter_config.json").read_text())
-    for data in (ours_json, theirs_json):
-        for key in ("target_modules", "modules_to_save"):
-            if isinstance(data.get(key), list):
-                data[key] = sorted(data[key])
-    assert ours_json == theirs_json
+    assert saved_shapes(tmp_path / "ours") == saved_shapes(tmp_path / "theirs")
+    assert any(k.endswith("boft_R") for k in saved_shapes(tmp_path / "ours"))
+    assert config_json(tmp_path / "ours") == config_json(tmp_path / "theirs")
     assert type(peft.PeftConfig.from_pretrained(str(tmp_path / "ours"))) is peft.BOFTConfig
 
     # merge_and_unload: the same weights, and the merged model gives the unmerged output
     ours_state, theirs_state = _merged_state(ours_from_theirs), _merged_state(theirs)
     assert set(ours_state) == set(theirs_state)
     for key in theirs_state:
-        assert _diff(ours_state[key], theirs_state[key]) <= ATOL, key
+        assert max_diff(ours_state[key], theirs_state[key]) <= ATOL, key
 
 
 
@@ -129,14 +98,14 @@ def test_multi_factor_checkpoint_from_peft_without_cuda_loads(tmp_path):
     kwargs = {"target_modules": LLAMA, "boft_block_size": 4, "boft_n_butterfly_factor": 2}
     inputs = _tokens()
     theirs = peft.get_peft_model(tiny_llama(), peft.BOFTConfig(**kwargs))
-    _perturb(theirs, seed=7)
+    perturb_trainable(theirs, seed=7)
     theirs.eval()
     theirs.save_pretrained(str(tmp_path / "theirs"))
-    assert {v[0] for k, v in _shapes(tmp_path / "theirs").items() if k.endswith("boft_R")} == {1}
+    assert {v[0] for k, v in saved_shapes(tmp_path / "theirs").items() if k.endswith("boft_R")} == {1}
     ours = PeftModel.from_pretrained(tiny_llama(), tmp_path / "theirs")
     layer = ours.base_model.model.model.layers[0].self_attn.q_proj
     assert layer.boft_R["default"].shape == (2, 8, 4, 4)
-    assert _diff(_output(ours, inputs), _output(theirs, inputs)) <= ATOL
+    assert max_diff(model_output(ours, inputs), model_output(theirs, inputs)) <= ATOL
 
 
 @pytest.mark.parametrize("n,block_num,block_size,factors", [(32, 8, 4, 2), (32, 4, 8, 3), (64, 16, 4, 4), (24, 6, 4, 2)])

@@ -14,10 +14,10 @@ import warnings
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from peft_core import PeftModel, get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama, token_batch
+from peft_core.conformance.parity import config_json, max_diff, model_output, perturb_trainable, saved_shapes
 from peft_core.errors import ConfigError
 from peft_core.layer import AdapterLayer
 from peft_core_oft import OFTConfig
@@ -56,29 +56,6 @@ CASES = {
 }
 
 
-def _output(model, inputs) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs)
-    return out if isinstance(out, torch.Tensor) else out.logits
-
-
-def _perturb(model, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, param in sorted(model.named_parameters()):
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.1)
-
-
-def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
-
-def _shapes(path) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in load_file(str(path / "adapter_model.safetensors")).items()}
-
-
 def _merged_state(model) -> dict[str, torch.Tensor]:
     return model.merge_and_unload().state_dict()
 
@@ -87,73 +64,67 @@ def _merged_state(model) -> dict[str, torch.Tensor]:
 def test_oft_parity(case, tmp_path):
     build, make_inputs, kwargs = CASES[case]
     inputs = make_inputs()
-    base_out = _output(build(), inputs)
+    base_out = model_output(build(), inputs)
 
     # ours -> PEFT
     ours = get_peft_model(build(), OFTConfig(**kwargs))
-    _perturb(ours, seed=11)
+    perturb_trainable(ours, seed=11)
     ours.eval()
-    ours_out = _output(ours, inputs)
-    assert _diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
+    ours_out = model_output(ours, inputs)
+    assert max_diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
     ours.save_pretrained(tmp_path / "ours")
     theirs_from_ours = peft.PeftModel.from_pretrained(build(), str(tmp_path / "ours"))
-    assert _diff(_output(theirs_from_ours, inputs), ours_out) <= ATOL
+    assert max_diff(model_output(theirs_from_ours, inputs), ours_out) <= ATOL
 
     # PEFT -> ours
     theirs = peft.get_peft_model(build(), peft.OFTConfig(**kwargs))
-    _perturb(theirs, seed=22)
+    perturb_trainable(theirs, seed=22)
     theirs.eval()
-    theirs_out = _output(theirs, inputs)
+    theirs_out = model_output(theirs, inputs)
     theirs.save_pretrained(str(tmp_path / "theirs"))
     ours_from_theirs = PeftModel.from_pretrained(build(), tmp_path / "theirs")
-    assert _diff(_output(ours_from_theirs, inputs), theirs_out) <= ATOL
+    assert max_diff(model_output(ours_from_theirs, inputs), theirs_out) <= ATOL
 
     # the same files and a config PEFT reads back equal
-    assert _shapes(tmp_path / "ours") == _shapes(tmp_path / "theirs")
-    assert any(k.endswith("oft_R.weight") for k in _shapes(tmp_path / "ours"))
-    ours_json = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
-    theirs_json = json.loads((tmp_path / "theirs" / "adapter_config.json").read_text())
-    for data in (ours_json, theirs_json):
-        for key in ("target_modules", "modules_to_save"):
-            if isinstance(data.get(key), list):
-                data[key] = sorted(data[key])
-    assert ours_json == theirs_json
+    assert saved_shapes(tmp_path / "ours") == saved_shapes(tmp_path / "theirs")
+    assert any(k.endswith("oft_R.weight") for k in saved_shapes(tmp_path / "ours"))
+    assert config_json(tmp_path / "ours") == config_json(tmp_path / "theirs")
     assert type(peft.PeftConfig.from_pretrained(str(tmp_path / "ours"))) is peft.OFTConfig
 
     # merge_and_unload: the same weights, and the merged model gives the unmerged output
     ours_state, theirs_state = _merged_state(ours_from_theirs), _merged_state(theirs)
     assert set(ours_state) == set(theirs_state)
     for key in theirs_state:
-        assert _diff(ours_state[key], theirs_state[key]) <= ATOL, key
+        assert max_diff(ours_state[key], theirs_state[key]) <= ATOL, key
 
 
 def test_conv2d_3x3_merged_weights_match_peft(tmp_path):
     kwargs = {"target_modules": ["conv0", "conv1"], "r": 3, "oft_block_size": 0}
     inputs = _images()
     theirs = peft.get_peft_model(convnet(), peft.OFTConfig(**kwargs))
-    _perturb(theirs, seed=3)
+    perturb_trainable(theirs, seed=3)
     theirs.save_pretrained(str(tmp_path / "theirs"))
     ours = PeftModel.from_pretrained(convnet(), tmp_path / "theirs")
     assert ours.base_model.model.conv0.oft_R["default"].weight.shape == (3, 36)  # 27 patch features, blocks of 9
-    unmerged = _output(ours, inputs)
+    unmerged = model_output(ours, inputs)
     ours_state, theirs_state = _merged_state(ours), _merged_state(theirs)
     for key in theirs_state:
-        assert _diff(ours_state[key], theirs_state[key]) <= ATOL, key
+        assert max_diff(ours_state[key], theirs_state[key]) <= ATOL, key
     # our unmerged forward is exactly the merged model (PEFT's is not, for kernels > 1×1)
     merged = convnet()
     merged.load_state_dict(ours_state)
-    assert _diff(_output(merged, inputs), unmerged) <= ATOL
+    assert max_diff(model_output(merged, inputs), unmerged) <= ATOL
 
 
 def test_unmerge_restores_peft_merged_weights(tmp_path):
     ours = get_peft_model(tiny_llama(), OFTConfig(target_modules=LLAMA, oft_block_size=8))
-    _perturb(ours, seed=4)
+    perturb_trainable(ours, seed=4)
     before = {k: v.clone() for k, v in ours.state_dict().items()}
     ours.merge_adapter()
-    assert any(_diff(ours.state_dict()[k], before[k]) > 1e-3 for k in before if "base_layer.weight" in k)
+    assert any(max_diff(ours.state_dict()[k], before[k]) > 1e-3 for k in before if "base_layer.weight" in k)
     ours.unmerge_adapter()
     for key, value in ours.state_dict().items():
-        assert _diff(value, before[key]) <= 1e-5, key
+        assert max_diff(value, before[key]) <= 1e-5, key
 
 
 def test_pre_0_14_config_is_refused(tmp_path):
@@ -203,7 +174,7 @@ def test_gpt2_conv1d_beyond_peft():
         peft.get_peft_model(tiny_gpt2(), peft.OFTConfig(**kwargs))
     inputs = _tokens()
     ours = get_peft_model(tiny_gpt2(), OFTConfig(**kwargs))
-    _perturb(ours, seed=5)
-    out = _output(ours, inputs)
-    assert _diff(out, _output(tiny_gpt2(), inputs)) > 1e-3
-    assert _diff(_output(ours.merge_and_unload(), inputs), out) <= ATOL
+    perturb_trainable(ours, seed=5)
+    out = model_output(ours, inputs)
+    assert max_diff(out, model_output(tiny_gpt2(), inputs)) > 1e-3
+    assert max_diff(model_output(ours.merge_and_unload(), inputs), out) <= ATOL
