@@ -11,10 +11,15 @@ from torch import nn
 from peft_core import Capability, MethodSpec, hookimpl
 from peft_core.orthogonal import trainable_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
+from peft_core.tuner import AdapterModel
 
 from .config import BOFTConfig
 from .conformance import peft_core_conformance_cases  # noqa: F401  (BOFT's cases for the shared suite)
 from .layer import create_boft_layer
+
+
+class BOFTModel(AdapterModel):
+    """The generic tuner under PEFT's name for BOFT, so ``BOFTModel(model, config, "default")`` works."""
 
 
 def bias_parameters(model: nn.Module, config: BOFTConfig) -> Iterable[str]:
@@ -38,6 +43,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
                 Capability.MIXED_METHODS: "not tested together with other methods' layers",
             },
             extra_parameters=bias_parameters,
+            exports={"BOFTModel": BOFTModel},
             description="Butterfly orthogonal fine-tuning: a butterfly product of block-diagonal rotations of each "
                         "layer's input, plus a per-output scale.",
             paper="https://arxiv.org/abs/2311.06243",

@@ -141,3 +141,10 @@ def test_config_json_is_byte_identical(tmp_path):
     peft.BOFTConfig(**kwargs).save_pretrained(str(tmp_path / "theirs"))
     assert (tmp_path / "ours" / "adapter_config.json").read_text() == \
         (tmp_path / "theirs" / "adapter_config.json").read_text()
+
+
+def test_boft_model_name_like_peft():
+    import peft_core
+
+    model = peft_core.BOFTModel(tiny_llama(), BOFTConfig(target_modules=["q_proj"]), "default")
+    assert type(model.model.model.layers[0].self_attn.q_proj).__name__.startswith("BOFT")

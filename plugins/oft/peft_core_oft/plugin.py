@@ -12,10 +12,15 @@ from peft_core import Capability, MethodSpec, hookimpl
 from peft_core.errors import ConfigError
 from peft_core.orthogonal import trainable_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
+from peft_core.tuner import AdapterModel
 
 from .config import OFTConfig
 from .conformance import peft_core_conformance_cases  # noqa: F401  (OFT's cases for the shared suite)
 from .layer import create_oft_layer
+
+
+class OFTModel(AdapterModel):
+    """The generic tuner under PEFT's name for OFT, so ``OFTModel(model, config, "default")`` works."""
 
 
 def bias_parameters(model: nn.Module, config: OFTConfig) -> Iterable[str]:
@@ -39,6 +44,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
                 Capability.MIXED_METHODS: "not tested together with other methods' layers",
             },
             extra_parameters=bias_parameters,
+            exports={"OFTModel": OFTModel},
             description="Orthogonal fine-tuning: a trainable block-diagonal rotation of each layer's input features.",
             paper="https://arxiv.org/abs/2306.07280",
         )

@@ -178,3 +178,10 @@ def test_gpt2_conv1d_beyond_peft():
     out = model_output(ours, inputs)
     assert max_diff(out, model_output(tiny_gpt2(), inputs)) > 1e-3
     assert max_diff(model_output(ours.merge_and_unload(), inputs), out) <= ATOL
+
+
+def test_oft_model_name_like_peft():
+    import peft_core
+
+    model = peft_core.OFTModel(tiny_llama(), OFTConfig(target_modules=["q_proj"]), "default")
+    assert type(model.model.model.layers[0].self_attn.q_proj).__name__.startswith("OFT")
