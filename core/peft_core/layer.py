@@ -72,6 +72,26 @@ class AdapterLayer(nn.Module):
         """Inverse of :meth:`merged_weight`."""
         return weight - self.get_delta_weight(adapter_name).to(weight.dtype)
 
+    def merged_bias(self, adapter_name: str) -> torch.Tensor | None:
+        """The base bias with the adapter merged in; ``None`` when the adapter leaves the bias alone.
+
+        Additive (base bias + :meth:`get_delta_bias`) by default; multiplicative methods override
+        this and :meth:`unmerged_bias` the way they override the weight pair.
+        """
+        delta = self.get_delta_bias(adapter_name)
+        if delta is None:
+            return None
+        bias = self._base_bias(adapter_name)
+        return bias + delta.to(bias.dtype)
+
+    def unmerged_bias(self, adapter_name: str) -> torch.Tensor | None:
+        """Inverse of :meth:`merged_bias`, applied to the current (merged) base bias."""
+        delta = self.get_delta_bias(adapter_name)
+        if delta is None:
+            return None
+        bias = self._base_bias(adapter_name)
+        return bias - delta.to(bias.dtype)
+
     # -- state ----------------------------------------------------------------------------
 
     @property
@@ -182,15 +202,13 @@ class AdapterLayer(nn.Module):
                 continue
             base = self.base_layer
             new_weight = self.merged_weight(dense_weight(base), name)
-            delta_bias = self.get_delta_bias(name)
+            new_bias = self.merged_bias(name)
             if safe_merge and not torch.isfinite(new_weight).all():
                 raise MergeError(f"merging adapter {name!r} gives NaN/inf weights; the adapter is broken, nothing was merged.")
-            if delta_bias is not None:
-                new_bias = self._base_bias(name) + delta_bias.to(self._base_bias(name).dtype)
-                if safe_merge and not torch.isfinite(new_bias).all():
-                    raise MergeError(f"merging adapter {name!r} gives NaN/inf biases; nothing was merged.")
+            if safe_merge and new_bias is not None and not torch.isfinite(new_bias).all():
+                raise MergeError(f"merging adapter {name!r} gives NaN/inf biases; nothing was merged.")
             write_dense_weight(base, new_weight)
-            if delta_bias is not None:
+            if new_bias is not None:
                 with torch.no_grad():
                     base.bias.copy_(new_bias)
             self.merged_adapters.append(name)
@@ -201,10 +219,10 @@ class AdapterLayer(nn.Module):
             name = self.merged_adapters.pop()
             base = self.base_layer
             write_dense_weight(base, self.unmerged_weight(dense_weight(base), name))
-            delta_bias = self.get_delta_bias(name)
-            if delta_bias is not None:
+            new_bias = self.unmerged_bias(name)
+            if new_bias is not None:
                 with torch.no_grad():
-                    base.bias.sub_(delta_bias.to(base.bias.dtype))
+                    base.bias.copy_(new_bias)
 
     def _base_bias(self, adapter_name: str) -> torch.Tensor:
         bias = getattr(self.base_layer, "bias", None)

@@ -339,7 +339,7 @@ class AdapterModel(nn.Module):
             for n in names:
                 if layer.has_adapter(n) and n not in layer.merged_adapters:
                     w = layer.merged_weight(dense_weight(layer.base_layer), n)
-                    bias = layer.get_delta_bias(n)
+                    bias = layer.merged_bias(n)
                     if not torch.isfinite(w).all() or (bias is not None and not torch.isfinite(bias).all()):
                         raise MergeError(f"layer {layer_name!r}: merging adapter {n!r} gives NaN/inf; nothing was merged.")
 

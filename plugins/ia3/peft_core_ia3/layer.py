@@ -40,7 +40,6 @@ class IA3Layer(AdapterLayer):
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
         super().__init__(base_layer, description)
         self.ia3_l = nn.ParameterDict()
-        self.__dict__["_unmerging"] = False
 
     # -- building -------------------------------------------------------------------------
 
@@ -107,26 +106,21 @@ class IA3Layer(AdapterLayer):
                           "unmerge (those weights stay zero).", UserWarning, stacklevel=3)
         super().merge(safe_merge=safe_merge, adapter_names=adapter_names)
 
-    def unmerge(self) -> None:
-        # get_delta_bias is asked by the base class after the weight: tell it which way we are going
-        self.__dict__["_unmerging"] = True
-        try:
-            super().unmerge()
-        finally:
-            self.__dict__["_unmerging"] = False
-
-    def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
-        """Output scaling scales the bias too: ``b → l·b`` on merge, ``b → b/l`` on unmerge (as deltas)."""
-        if self.is_feedforward[adapter_name]:
-            return None
+    def _bias_scale(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Output scaling scales the bias too (``b → l·b``); input scaling leaves it alone."""
         bias = getattr(self.base_layer, "bias", None)
-        if bias is None:
+        if self.is_feedforward[adapter_name] or bias is None:
             return None
         bias = bias.detach()
-        scale = self.ia3_l[adapter_name].detach().reshape(bias.shape).to(bias.dtype)
-        if self._unmerging:
-            return bias - _safe_divide(bias, scale)
-        return bias * scale - bias
+        return bias, self.ia3_l[adapter_name].detach().reshape(bias.shape).to(bias.dtype)
+
+    def merged_bias(self, adapter_name: str) -> torch.Tensor | None:
+        pair = self._bias_scale(adapter_name)
+        return None if pair is None else pair[0] * pair[1]
+
+    def unmerged_bias(self, adapter_name: str) -> torch.Tensor | None:
+        pair = self._bias_scale(adapter_name)
+        return None if pair is None else _safe_divide(pair[0], pair[1])
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         """``merged − W`` (IA³ has no additive form of its own; this is for inspection only)."""
