@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import TargetModulesError
+from .errors import ConfigError, TargetModulesError
 
 ALL_LINEAR = "all-linear"
 #: classifier heads of sequence classification models, never targeted by "all-linear"
@@ -216,3 +216,40 @@ def pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
         if re.match(rf"(.*\.)?({key})$", name):
             return patterns[key]
     return default
+
+
+def check_target_fields(config: Any, name_fields: Sequence[str] = ("target_modules", "exclude_modules")) -> None:
+    """Normalise and validate the module-selection fields every layer method's config shares.
+
+    Called from each method config's ``__post_init__`` so the rules are the same for every
+    method: lists become sets (as PEFT stores them), entries must be module names or a valid
+    regex, and ``layers_to_transform``/``layers_pattern`` only go with a list of targets.
+    """
+    for name in name_fields:
+        value = getattr(config, name, None)
+        if isinstance(value, (list, tuple, frozenset)):
+            value = set(value)
+            setattr(config, name, value)
+        if value is not None and not isinstance(value, (str, set)):
+            raise ConfigError(f"{name} must be a list of module names or a regex string, got {value!r}.")
+        if isinstance(value, set) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must contain module names (strings), got {sorted(map(repr, value))}.")
+        if isinstance(value, str):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ConfigError(f"{name} {value!r} is not a valid regular expression: {exc}.") from None
+    targets = getattr(config, "target_modules", None)
+    layers = getattr(config, "layers_to_transform", None)
+    pattern = getattr(config, "layers_pattern", None)
+    if isinstance(targets, str) and layers is not None:
+        raise ConfigError("layers_to_transform only works with a list of target_modules, not a regex string.")
+    if isinstance(targets, str) and pattern is not None:
+        raise ConfigError("layers_pattern only works with a list of target_modules, not a regex string.")
+    if pattern and layers is None:
+        raise ConfigError("layers_pattern is only used together with layers_to_transform; set both or neither.")
+    if layers is not None and not (
+        (isinstance(layers, int) and not isinstance(layers, bool))
+        or (isinstance(layers, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in layers))
+    ):
+        raise ConfigError(f"layers_to_transform must be a layer index or a list of them, got {layers!r}.")

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.targeting import check_target_fields
 from peft_core.orthogonal import DEFAULT_TARGET_MODULES
 
 
@@ -42,10 +43,7 @@ class BOFTConfig(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = "BOFT"
-        if isinstance(self.target_modules, (list, tuple)):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, (list, tuple)):
-            self.exclude_modules = set(self.exclude_modules)
+        check_target_fields(self)
         if not _count(self.boft_block_size) or not _count(self.boft_block_num):
             raise ConfigError(f"boft_block_size and boft_block_num must be non-negative integers, got "
                               f"{self.boft_block_size!r} and {self.boft_block_num!r}.")
@@ -61,10 +59,6 @@ class BOFTConfig(PeftConfig):
             raise ConfigError(f"bias must be 'none', 'all' or 'boft_only', got {self.bias!r}.")
         if not isinstance(self.init_weights, bool):
             raise ConfigError(f"init_weights must be True (identity) or False (random), got {self.init_weights!r}.")
-        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
-            raise ConfigError("layers_to_transform only works with a list of target_modules, not a regex string.")
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ConfigError("layers_pattern is only used together with layers_to_transform; set both or neither.")
 
     def default_target_modules(self, model_type: str | None) -> list[str] | None:
         return DEFAULT_TARGET_MODULES.get(model_type or "")

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.targeting import check_target_fields
 
 #: (target_modules, feedforward_modules) IA³ adapts when none are given, by ``model.config.model_type``.
 #: Attention keys/values get output scaling, the second feed-forward projection input scaling.
@@ -41,10 +42,6 @@ DEFAULT_MODULES: dict[str, tuple[list[str], list[str]]] = {
 _OPTIONAL_FIELDS = ("layers_to_transform", "layers_pattern")
 
 
-def _as_set(value: Any) -> Any:
-    return set(value) if isinstance(value, (list, tuple, frozenset)) else value
-
-
 @dataclass
 class IA3Config(PeftConfig):
     """IA³: learned vectors rescale activations — inputs of ``feedforward_modules``, outputs of other targets."""
@@ -64,20 +61,7 @@ class IA3Config(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = "IA3"
-        self.target_modules = _as_set(self.target_modules)
-        self.exclude_modules = _as_set(self.exclude_modules)
-        self.feedforward_modules = _as_set(self.feedforward_modules)
-        for name in ("target_modules", "exclude_modules", "feedforward_modules"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, (str, set)):
-                raise ConfigError(f"{name} must be a list of module names or a regex string, got {value!r}.")
-            if isinstance(value, set) and not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{name} must contain module names (strings), got {sorted(map(repr, value))}.")
-            if isinstance(value, str):
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise ConfigError(f"{name} {value!r} is not a valid regular expression: {exc}.") from None
+        check_target_fields(self, ("target_modules", "exclude_modules", "feedforward_modules"))
         for name in ("fan_in_fan_out", "init_ia3_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
@@ -88,16 +72,6 @@ class IA3Config(PeftConfig):
                     f"feedforward_modules must be a subset of target_modules; {sorted(extra)} are not targeted. "
                     "Add them to target_modules or remove them from feedforward_modules."
                 )
-        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
-            raise ConfigError("layers_to_transform only works with a list of target_modules, not a regex string.")
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ConfigError("layers_pattern is only used together with layers_to_transform; set both or neither.")
-        layers = self.layers_to_transform
-        if layers is not None and not (
-            (isinstance(layers, int) and not isinstance(layers, bool))
-            or (isinstance(layers, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in layers))
-        ):
-            raise ConfigError(f"layers_to_transform must be a layer index or a list of them, got {layers!r}.")
 
     def default_target_modules(self, model_type: str | None) -> list[str] | None:
         entry = DEFAULT_MODULES.get(model_type or "")

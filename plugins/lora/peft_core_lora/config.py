@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.targeting import check_target_fields
 
 #: Module names LoRA adapts when ``target_modules`` is not given, by ``model.config.model_type``.
 DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
@@ -98,10 +99,7 @@ class LoraConfig(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = "LORA"
-        if isinstance(self.target_modules, (list, tuple)):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, (list, tuple)):
-            self.exclude_modules = set(self.exclude_modules)
+        check_target_fields(self)
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ConfigError(f"r must be a positive integer (the adapter rank), got {self.r!r}.")
         if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)):
@@ -110,12 +108,6 @@ class LoraConfig(PeftConfig):
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
         if self.bias not in ("none", "all", "lora_only"):
             raise ConfigError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
-        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
-            raise ConfigError("layers_to_transform only works with a list of target_modules, not a regex string.")
-        if isinstance(self.target_modules, str) and self.layers_pattern is not None:
-            raise ConfigError("layers_pattern only works with a list of target_modules, not a regex string.")
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ConfigError("layers_pattern is only used together with layers_to_transform; set both or neither.")
         for name, pattern in (("rank_pattern", self.rank_pattern), ("alpha_pattern", self.alpha_pattern)):
             if pattern is not None and not isinstance(pattern, dict):
                 raise ConfigError(f"{name} must be a dict of module-name pattern -> value, got {pattern!r}.")

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.targeting import check_target_fields
 from peft_core.orthogonal import DEFAULT_TARGET_MODULES
 
 
@@ -46,10 +47,7 @@ class OFTConfig(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = "OFT"
-        if isinstance(self.target_modules, (list, tuple)):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, (list, tuple)):
-            self.exclude_modules = set(self.exclude_modules)
+        check_target_fields(self)
         if not _count(self.r) or not _count(self.oft_block_size):
             raise ConfigError(f"r and oft_block_size must be non-negative integers, got r={self.r!r}, "
                               f"oft_block_size={self.oft_block_size!r}.")
@@ -67,10 +65,6 @@ class OFTConfig(PeftConfig):
             raise ConfigError(f"eps (COFT's radius) must be a positive number, got {self.eps!r}.")
         if not _count(self.num_cayley_neumann_terms) or self.num_cayley_neumann_terms < 1:
             raise ConfigError(f"num_cayley_neumann_terms must be a positive integer, got {self.num_cayley_neumann_terms!r}.")
-        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
-            raise ConfigError("layers_to_transform only works with a list of target_modules, not a regex string.")
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ConfigError("layers_pattern is only used together with layers_to_transform; set both or neither.")
 
     def default_target_modules(self, model_type: str | None) -> list[str] | None:
         return DEFAULT_TARGET_MODULES.get(model_type or "")
