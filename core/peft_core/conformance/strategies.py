@@ -139,6 +139,25 @@ def name_components(kind: str) -> frozenset[str]:
     return _COMPONENTS[kind]
 
 
+def model_kind_fields(
+    draw: st.DrawFn, kind: str, task_types: dict[str, list[Any]], save_module: bool = True
+) -> dict[str, Any]:
+    """Config fields every layer method sets the same way for a model kind.
+
+    GPT-2 stores its weights transposed (``fan_in_fan_out=True``), the ``task_type`` is drawn
+    from ``task_types[kind]`` (the task wrappers a method supports on that kind), and on the
+    MLP the head ``lin1`` may be trained in full (``modules_to_save``) when ``save_module``.
+    """
+    fields: dict[str, Any] = {}
+    if kind == "tiny_gpt2":
+        fields["fan_in_fan_out"] = True
+    if kind in task_types:
+        fields["task_type"] = draw(st.sampled_from(task_types[kind]))
+    if save_module and kind == "mlp" and draw(st.booleans()):
+        fields["modules_to_save"] = ["lin1"]
+    return fields
+
+
 def case_strategy(spec: Any, method_cases: Any, kinds: tuple[str, ...] | None = None) -> st.SearchStrategy[Any]:
     """Draw :class:`~peft_core.conformance.cases.Case` objects for one method (on ``kinds`` models only)."""
     from ..plugins import registry

@@ -26,6 +26,8 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_t5": [None, "SEQ_2_SEQ_LM
 
 
 def _configs(st: Any, kind: str) -> Any:
+    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+
     names = TARGETS[kind]
 
     @st.composite
@@ -34,10 +36,7 @@ def _configs(st: Any, kind: str) -> Any:
         extra: dict[str, Any] = {}
         if kind == "tiny_llama" and draw(st.booleans()):
             targets = r".*\.(" + "|".join(targets) + ")"
-        if kind == "tiny_gpt2":
-            extra["fan_in_fan_out"] = True
-        if kind in TASK_TYPES:
-            extra["task_type"] = draw(st.sampled_from(TASK_TYPES[kind]))
+        extra.update(model_kind_fields(draw, kind, TASK_TYPES, save_module=False))
         init_r = draw(st.integers(1, 4))
         total = draw(st.integers(3, 50))
         tinit = draw(st.integers(0, total // 3))

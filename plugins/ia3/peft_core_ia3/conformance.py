@@ -30,6 +30,8 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"],
 
 
 def _configs(st: Any, kind: str) -> Any:
+    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+
     names = TARGETS[kind]
 
     @st.composite
@@ -47,12 +49,7 @@ def _configs(st: Any, kind: str) -> Any:
                 extra["layers_to_transform"] = draw(st.sampled_from([0, [1], [0, 1]]))
             elif style == "default":  # the model type's defaults for both lists
                 targets = feedforward = None
-        if kind == "tiny_gpt2":
-            extra["fan_in_fan_out"] = True
-        if kind in TASK_TYPES:
-            extra["task_type"] = draw(st.sampled_from(TASK_TYPES[kind]))
-        if kind == "mlp" and draw(st.booleans()):
-            extra["modules_to_save"] = ["lin1"]
+        extra.update(model_kind_fields(draw, kind, TASK_TYPES))
         return IA3Config(
             target_modules=targets,
             feedforward_modules=feedforward,

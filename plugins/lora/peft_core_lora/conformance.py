@@ -32,6 +32,8 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"],
 
 
 def _configs(st: Any, kind: str) -> Any:
+    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+
     names = TARGETS[kind]
 
     @st.composite
@@ -46,13 +48,8 @@ def _configs(st: Any, kind: str) -> Any:
                 targets = r".*\.(" + "|".join(targets) + ")"
             elif style == "layers":
                 extra["layers_to_transform"] = draw(st.sampled_from([0, [1], [0, 1]]))
-        if kind == "tiny_gpt2":
-            extra["fan_in_fan_out"] = True
-        if kind in TASK_TYPES:
-            extra["task_type"] = draw(st.sampled_from(TASK_TYPES[kind]))
+        extra.update(model_kind_fields(draw, kind, TASK_TYPES))
         listed = targets if isinstance(targets, list) else []
-        if kind == "mlp" and draw(st.booleans()):
-            extra["modules_to_save"] = ["lin1"]
         if listed and draw(st.booleans()):
             extra["rank_pattern"] = {listed[0]: draw(st.integers(1, 3))}
             extra["alpha_pattern"] = {listed[-1]: draw(st.sampled_from([2.0, 5.0]))}
