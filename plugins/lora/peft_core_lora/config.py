@@ -8,6 +8,7 @@ config never fails to parse) but rejected, with the reason, when an adapter is b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from peft_core.config import PeftConfig
@@ -120,17 +121,28 @@ class LoraConfig(PeftConfig):
     def default_target_modules(self, model_type: str | None) -> list[str] | None:
         return DEFAULT_TARGET_MODULES.get(model_type or "")
 
-    def unsupported_fields(self) -> list[str]:
-        """Problems with fields that need LoRA extensions not installed or not implemented."""
+    def unsupported_fields(self, fields: Iterable[str] = (), inits: Iterable[str] = ()) -> list[str]:
+        """Problems with fields that need LoRA extensions not installed or not implemented.
+
+        ``fields`` and ``inits`` are what installed extension plugins serve (see the LoRA
+        plugin's ``peft_core_lora_extensions`` hook).
+        """
+        served = set(fields)
         problems = [
-            f"{name}={getattr(self, name)!r} is not supported by this version of peft-core-lora"
+            f"{name}={getattr(self, name)!r} is not supported by the installed LoRA plugins"
             for name, default in _UNSUPPORTED.items()
-            if getattr(self, name) not in (default, {}, [])
+            if name not in served and getattr(self, name) not in (default, {}, [])
         ]
-        if self.loftq_config not in ({}, None):
-            problems.append("loftq_config is not supported by this version of peft-core-lora")
-        if self.init_lora_weights not in BASIC_INITS:
-            problems.append(
-                f"init_lora_weights={self.init_lora_weights!r} is not available; installed options: True, False, 'gaussian'"
-            )
+        if "loftq_config" not in served and self.loftq_config not in ({}, None):
+            problems.append("loftq_config is not supported by the installed LoRA plugins")
+        if not init_is_served(self.init_lora_weights, inits):
+            options = ", ".join([repr(i) for i in BASIC_INITS] + [repr(i) for i in inits])
+            problems.append(f"init_lora_weights={self.init_lora_weights!r} is not available; installed options: {options}")
         return problems
+
+
+def init_is_served(init: Any, inits: Iterable[str]) -> bool:
+    """Whether ``init`` is a basic init or one an extension serves (``"x_"`` entries are prefixes)."""
+    if any(init is basic or (isinstance(init, str) and init == basic) for basic in BASIC_INITS):
+        return True
+    return isinstance(init, str) and any(init == i or (i.endswith("_") and init.startswith(i)) for i in inits)

@@ -1,8 +1,11 @@
-"""Hooks the LoRA plugin opens for other plugins: LoRA *variants* (DoRA, …).
+"""Hooks the LoRA plugin opens for other plugins: *variants* (DoRA, …) and *extensions*.
 
 A variant changes how one adapter of a LoRA layer is applied and merged while keeping
-LoRA's parameters and on-disk keys. The LoRA plugin adds these specs through
-``peft_core_addhooks``; a variant plugin implements them with ``@peft_core.hookimpl``.
+LoRA's parameters and on-disk keys. An extension serves a ``LoraConfig`` field or an
+``init_lora_weights`` value that plain LoRA leaves alone (PiSSA, EVA, trainable tokens, …):
+it says which ones it serves, so the LoRA plugin accepts them, and initialises the factors
+of the adapters that ask for it. The LoRA plugin adds these specs through
+``peft_core_addhooks``; other plugins implement them with ``@peft_core.hookimpl``.
 """
 
 from __future__ import annotations
@@ -48,4 +51,25 @@ def peft_core_lora_variant_flags() -> dict[str, str] | None:
 
     Lets the LoRA plugin tell a user who sets ``use_dora=True`` which package to install
     when no plugin claims that flag.
+    """
+
+
+@hookspec
+def peft_core_lora_extensions() -> dict[str, Any] | None:
+    """Return what this plugin serves: ``{"inits": [...], "fields": [...]}``.
+
+    ``inits`` are ``init_lora_weights`` values (a string ending in ``_`` is a prefix:
+    ``"pissa_niter_"`` serves ``"pissa_niter_16"``); ``fields`` are ``LoraConfig`` fields whose
+    non-default values the plugin handles (``"eva_config"``). Anything no plugin serves is
+    refused by the LoRA plugin with the distribution to install.
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_lora_init(layer: Any, adapter_name: str, config: Any, init: Any) -> bool | None:
+    """Initialise the factors of ``adapter_name`` on ``layer`` for ``init_lora_weights=init``.
+
+    Called after the factors are created, for values other than ``True``, ``False`` and
+    ``"gaussian"``. Return ``True`` when handled. An implementation may also change the base
+    weight through :func:`peft_core.weights.write_dense_weight` (PiSSA writes back the residual).
     """

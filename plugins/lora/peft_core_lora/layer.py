@@ -41,7 +41,7 @@ class LoraLayer(AdapterLayer):
         p = config.lora_dropout
         self.lora_dropout[adapter_name] = nn.Dropout(p) if p > 0 else nn.Identity()
         self.create_factors(adapter_name, r, config)
-        self.reset_lora_parameters(adapter_name, config.init_lora_weights)
+        self.reset_lora_parameters(adapter_name, config.init_lora_weights, config)
         from .plugin import variant_for
 
         variant = variant_for(config, self.description.kind)
@@ -56,9 +56,19 @@ class LoraLayer(AdapterLayer):
     def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
         raise NotImplementedError
 
-    def reset_lora_parameters(self, adapter_name: str, init: bool | str) -> None:
+    def reset_lora_parameters(self, adapter_name: str, init: bool | str, config: Any = None) -> None:
         if init is False:
             return
+        if isinstance(init, str) and init != "gaussian":  # served by an extension plugin (PiSSA, EVA, …)
+            from peft_core.plugins import hook
+
+            if not hook().peft_core_lora_init(layer=self, adapter_name=adapter_name, config=config, init=init):
+                raise ConfigError(f"init_lora_weights={init!r}: no installed plugin initialises it for this layer.")
+            return
+        self.default_init(adapter_name, init)
+
+    def default_init(self, adapter_name: str, init: bool | str) -> None:
+        """LoRA's own initialisations: ``True`` (Kaiming A, zero B) and ``"gaussian"``."""
         A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
         if init is True:
             nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
@@ -176,9 +186,7 @@ class LoraEmbedding(LoraLayer):
         self.lora_embedding_A[adapter_name] = nn.Parameter(torch.randn(r, d.in_features))
         self.lora_embedding_B[adapter_name] = nn.Parameter(torch.randn(d.out_features, r))
 
-    def reset_lora_parameters(self, adapter_name: str, init: bool | str) -> None:
-        if init is False:
-            return
+    def default_init(self, adapter_name: str, init: bool | str) -> None:
         nn.init.zeros_(self.lora_embedding_A[adapter_name])
         nn.init.normal_(self.lora_embedding_B[adapter_name])
 

@@ -45,6 +45,16 @@ def bias_parameters(model: nn.Module, config: LoraConfig) -> Iterable[str]:
     return []
 
 
+def served_extensions() -> tuple[list[str], list[str]]:
+    """``(fields, inits)`` the installed extension plugins serve."""
+    fields: list[str] = []
+    inits: list[str] = []
+    for served in hook().peft_core_lora_extensions():
+        fields.extend((served or {}).get("fields", ()))
+        inits.extend((served or {}).get("inits", ()))
+    return fields, inits
+
+
 def variant_for(config: LoraConfig, layer_kind: str) -> Any:
     return hook().peft_core_lora_variant(config=config, layer_kind=layer_kind)
 
@@ -75,7 +85,8 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
 def peft_core_validate_config(config: Any, model: nn.Module) -> list[str] | None:
     if not isinstance(config, LoraConfig):
         return None
-    problems = config.unsupported_fields()
+    fields, inits = served_extensions()
+    problems = config.unsupported_fields(fields, inits)
     served: dict[str, str] = {}
     for flags in hook().peft_core_lora_variant_flags():
         served.update(flags or {})
