@@ -370,3 +370,30 @@ def test_register_plugin_with_misspelled_hook_raises():
     model = nn.Sequential(nn.Linear(4, 4))
     out = get_peft_model(model, LoraConfig(r=2, target_modules=["0"]))(torch.ones(1, 4))
     assert out.shape == (1, 4)
+
+
+def test_a_plugin_without_a_method_exports_names_through_the_registry():
+    import peft_core
+
+    def helper_fn():
+        return "exported"
+
+    plugin = types.SimpleNamespace()
+
+    @hookimpl
+    def peft_core_register_methods(registry):
+        registry.add_exports({"InprocHelperFn": helper_fn})
+
+    plugin.peft_core_register_methods = peft_core_register_methods
+    register_plugin(plugin, name="exports-inproc")
+    try:
+        assert peft_core.InprocHelperFn is helper_fn
+        clash = types.SimpleNamespace(peft_core_register_methods=hookimpl(
+            lambda registry: registry.add_exports({"InprocHelperFn": object()})))
+        with pytest.raises(DuplicateMethodError, match="'exports-inproc'.*'clash-inproc'"):
+            register_plugin(clash, name="clash-inproc")
+        assert peft_core.InprocHelperFn is helper_fn  # the failed plugin changed nothing
+    finally:
+        unregister_plugin("exports-inproc")
+    with pytest.raises(AttributeError, match="InprocHelperFn"):
+        peft_core.InprocHelperFn

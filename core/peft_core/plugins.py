@@ -158,11 +158,12 @@ def _load() -> None:
             error = PluginError(f"it implements hooks that no spec declares: {', '.join(sorted(bad))} (misspelled?)")
         elif hasattr(module, "peft_core_register_methods"):
             registry._current_plugin = (name, dist)
-            before = dict(registry._by_name)
+            before, exports_before = dict(registry._by_name), dict(registry._exports)
             try:
                 module.peft_core_register_methods(registry=registry)
             except Exception as exc:
-                registry._by_name = before  # a half-registered plugin leaves nothing behind
+                # a half-registered plugin leaves nothing behind
+                registry._by_name, registry._exports = before, exports_before
                 error = exc
         if error is not None:
             pm.unregister(module)
@@ -232,11 +233,11 @@ def register_plugin(module: object, name: str | None = None) -> None:
         raise PluginError(f"plugin {name!r} implements hooks that no spec declares: {', '.join(sorted(bad))}")
     if hasattr(module, "peft_core_register_methods"):
         reg._current_plugin = (name, None)
-        before = dict(reg._by_name)
+        before, exports_before = dict(reg._by_name), dict(reg._exports)
         try:
             module.peft_core_register_methods(registry=reg)
         except Exception:
-            reg._by_name = before
+            reg._by_name, reg._exports = before, exports_before
             pm.unregister(module)
             raise
         finally:
@@ -253,4 +254,5 @@ def unregister_plugin(name: str) -> None:
     if module is None:
         return
     reg._by_name = {k: v for k, v in reg._by_name.items() if v.plugin_name != name}
+    reg._exports = {k: v for k, v in reg._exports.items() if v[1] != name}
     _state.plugins = [p for p in _state.plugins if p.name != name]

@@ -101,6 +101,7 @@ class MethodRegistry:
         self._by_name: dict[str, MethodSpec] = {}
         self._current_plugin: tuple[str, str | None] = ("<unknown>", None)
         self.failures: dict[str, str] = {}  # plugin name -> why it was skipped
+        self._exports: dict[str, tuple[Any, str]] = {}  # public name -> (object, plugin) of method-less plugins
 
     def register(self, spec: MethodSpec) -> None:
         """Add a method. Two plugins claiming one name or prefix is a :class:`DuplicateMethodError`."""
@@ -156,6 +157,24 @@ class MethodRegistry:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def add_exports(self, exports: Mapping[str, Any]) -> None:
+        """Publish names as ``peft_core.<name>`` for a plugin that registers no method.
+
+        Extension plugins (LoRA initialisations such as EVA) add functions and config
+        classes but no ``peft_type``, so they have no :class:`MethodSpec` to carry
+        ``exports``; they call this from ``peft_core_register_methods`` instead. A name
+        another plugin already exports is a :class:`DuplicateMethodError`.
+        """
+        plugin = self._current_plugin[0]
+        for public_name, obj in exports.items():
+            owner = self._exports.get(public_name)
+            if owner is not None and owner[0] is not obj:
+                raise DuplicateMethodError(
+                    f"name {public_name!r} is exported by plugin {owner[1]!r} and again by plugin {plugin!r}; "
+                    "uninstall one of them or block one with PEFT_CORE_DISABLE_PLUGINS."
+                )
+            self._exports[public_name] = (obj, plugin)
+
     def find_export(self, public_name: str) -> Any:
         """The object a plugin exports under ``public_name`` (its config class included), or None."""
         for spec in self._by_name.values():
@@ -163,7 +182,8 @@ class MethodRegistry:
                 return spec.config_class
             if public_name in spec.exports:
                 return spec.exports[public_name]
-        return None
+        found = self._exports.get(public_name)
+        return None if found is None else found[0]
 
 
 def _replace(spec: MethodSpec, **changes: Any) -> MethodSpec:
