@@ -154,6 +154,24 @@ def peft_core_state_dict_post_load(
     """
 
 
+
+@hookspec(firstresult=True)
+def peft_core_convert_for_initial_model(
+    spec: MethodSpec, config: PeftConfig, adapter_name: str, model: nn.Module,
+    state_dict: dict[str, torch.Tensor], initial_dir: str,
+) -> tuple[dict[str, torch.Tensor], PeftConfig] | None:
+    """Rewrite an adapter whose initialisation changed the base weights into one for the *original* base.
+
+    Called by ``save_pretrained(..., path_initial_model_for_weight_conversion=initial_dir)``
+    for each saved adapter, with its on-disk state dict and the config about to be written;
+    ``initial_dir`` holds the same adapter as saved right after initialisation, before any
+    training. Initialisations that move part of the base weight into the factors (PiSSA,
+    OLoRA, …) cannot be applied to the original base as they are; their plugin returns
+    ``(state_dict, config)`` of an equivalent plain adapter (for LoRA, rank ``2r``) that
+    gives the fine-tuned model's outputs on the original base. ``None`` means "not mine";
+    when every implementation says so, the core refuses the conversion.
+    """
+
 # -- training ----------------------------------------------------------------------------
 
 

@@ -190,9 +190,29 @@ class PeftModel(nn.Module):
             if not is_main_process:
                 continue
             out = root if name == "default" else root / name
+            config = self._saved_config(name)
+            if path_initial_model_for_weight_conversion is not None:
+                state, config = self._convert_for_initial_model(name, config, state, path_initial_model_for_weight_conversion)
             save_weights(state, out, safe_serialization=safe_serialization)
-            self._saved_config(name).save_pretrained(out)
-            _write_model_card(out, self._saved_config(name))
+            config.save_pretrained(out)
+            _write_model_card(out, config)
+
+    def _convert_for_initial_model(
+        self, adapter_name: str, config: PeftConfig, state: dict[str, torch.Tensor], initial_dir: str | os.PathLike
+    ) -> tuple[dict[str, torch.Tensor], PeftConfig]:
+        """Ask the adapter's plugin for an adapter that applies to the original base (PiSSA/OLoRA conversion)."""
+        from .plugins import hook, registry
+
+        spec = registry().for_config(config)
+        converted = hook().peft_core_convert_for_initial_model(
+            spec=spec, config=config, adapter_name=adapter_name, model=self, state_dict=state,
+            initial_dir=str(initial_dir))
+        if converted is None:
+            raise UnsupportedOperation(
+                f"path_initial_model_for_weight_conversion: no installed plugin converts {spec.name} adapters with "
+                f"this config (adapter {adapter_name!r}); it is meant for initialisations that change the base "
+                "weights (PiSSA, OLoRA: pip install peft-core-lora-inits). Save without it instead.")
+        return converted
 
     def _saved_config(self, adapter_name: str) -> PeftConfig:
         config = dataclasses.replace(self.peft_config[adapter_name], inference_mode=True)
@@ -385,10 +405,12 @@ def get_peft_model(
     """Wrap ``model`` with a new adapter described by ``peft_config``; the task wrapper follows ``task_type``."""
     if isinstance(model, PeftModel):
         raise ConfigError("model is already a PeftModel; call model.add_adapter(name, config) to add another adapter.")
-    if mixed:
-        raise UnsupportedOperation("mixed=True (adapters of different methods on one model) is not available yet.")
     if not isinstance(peft_config, PeftConfig):
         raise ConfigError(f"peft_config must be a PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}.")
+    if mixed:  # adapters of several methods on one model; see peft_core.mixed
+        from .mixed import PeftMixedModel
+
+        return PeftMixedModel(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
     name_or_path = model.__dict__.get("name_or_path") or None  # like PEFT: "" from from-config models is no Hub id
     if name_or_path is not None and peft_config.base_model_name_or_path is None:
         peft_config.base_model_name_or_path = name_or_path
