@@ -72,6 +72,16 @@ class AdapterLayer(nn.Module):
         """Inverse of :meth:`merged_weight`."""
         return weight - self.get_delta_weight(adapter_name).to(weight.dtype)
 
+    def merges_additively(self, adapter_name: str) -> bool:
+        """Whether merging adds a change that does not depend on the weight it is merged into.
+
+        True for the default :meth:`merged_weight`; a method that rotates, scales or
+        renormalises the weight (OFT, IA³, DoRA) returns False. Such an adapter, in a layer
+        stacked over another method's layer, merges only once the inner adapters are merged:
+        merged earlier, it would act on the bare base weight instead of what the inner layer computes.
+        """
+        return type(self).merged_weight is AdapterLayer.merged_weight
+
     def merged_bias(self, adapter_name: str) -> torch.Tensor | None:
         """The base bias with the adapter merged in; ``None`` when the adapter leaves the bias alone.
 
@@ -137,7 +147,8 @@ class AdapterLayer(nn.Module):
             if adapter_name not in container:
                 continue
             item = container[adapter_name]
-            params.extend(item.parameters() if isinstance(item, nn.Module) else [item])
+            # frozen buffers (a BufferDict's tensors) are saved with the adapter but never trained
+            params.extend(item.parameters() if isinstance(item, nn.Module) else [item] if isinstance(item, nn.Parameter) else [])
         return params
 
     def set_adapter(self, adapter_names: str | Sequence[str], trainable: dict[str, bool] | None = None) -> None:
@@ -200,6 +211,8 @@ class AdapterLayer(nn.Module):
                 raise AdapterNameError(f"adapter {name!r} is not in this layer (it holds {self.adapter_names}).")
             if name in self.merged_adapters:
                 continue
+            if not self.merges_additively(name):
+                self._require_inner_merged(name)
             base = self.base_layer
             new_weight = self.merged_weight(dense_weight(base), name)
             new_bias = self.merged_bias(name)
@@ -223,6 +236,17 @@ class AdapterLayer(nn.Module):
             if new_bias is not None:
                 with torch.no_grad():
                     base.bias.copy_(new_bias)
+
+    def _require_inner_merged(self, adapter_name: str) -> None:
+        inner = self.base_layer
+        while isinstance(inner, AdapterLayer):
+            pending = [n for n in inner.active_adapters if n not in inner.merged_adapters]
+            if pending and not inner.disable_adapters:
+                raise MergeError(
+                    f"adapter {adapter_name!r} ({self.method}) wraps a {inner.method} layer whose active adapters "
+                    f"{pending} are not merged; merge those first (merge_adapter() with no names merges in the right order)."
+                )
+            inner = inner.base_layer
 
     def _base_bias(self, adapter_name: str) -> torch.Tensor:
         bias = getattr(self.base_layer, "bias", None)
@@ -269,3 +293,25 @@ def base_of(module: nn.Module) -> nn.Module:
     while isinstance(module, AdapterLayer):
         module = module.base_layer
     return module
+
+
+def stacked_weight(module: nn.Module) -> torch.Tensor:
+    """The dense weight ``module`` effectively computes with, differentiable in its adapters.
+
+    For a plain module, its weight. For adapter layers stacked on one module (mixed-method
+    models), the base weight with each layer's active, unmerged adapters merged in, innermost
+    first. A layer that cannot apply its adapter to the layer below's *output* (a rotation of
+    convolution patches) runs with this weight instead, so the adapters below are not lost.
+    """
+    chain = []
+    while isinstance(module, AdapterLayer):
+        chain.append(module)
+        module = module.base_layer
+    weight = dense_weight(module)
+    for layer in reversed(chain):
+        if layer.disable_adapters:
+            continue
+        for name in layer.active_adapters:
+            if name not in layer.merged_adapters:
+                weight = layer.merged_weight(weight, name)
+    return weight
