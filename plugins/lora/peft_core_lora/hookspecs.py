@@ -73,3 +73,23 @@ def peft_core_lora_init(layer: Any, adapter_name: str, config: Any, init: Any) -
     ``"gaussian"``. Return ``True`` when handled. An implementation may also change the base
     weight through :func:`peft_core.weights.write_dense_weight` (PiSSA writes back the residual).
     """
+
+
+class TokenWeights(Protocol):
+    """A per-layer provider of per-token weights for each adapter's low-rank path.
+
+    Not a pluggy hook: it is asked on every forward of the one layer it is installed on
+    (``LoraLayer.set_token_weights(provider)``), so a layer without one pays a single
+    ``is None`` test. A mixture of LoRA experts (X-LoRA) installs one per layer to weigh
+    each expert per token. For a Linear/Conv layer the returned weight multiplies the
+    adapter's input (before dropout and ``A``), for an Embedding the looked-up rows of
+    ``lora_embedding_A``; as ``A`` is linear without bias both scale the rank-``r`` hidden
+    ``A(dropout(x))`` by the weight. Refused for adapters with a variant (DoRA).
+    """
+
+    def __call__(self, layer: Any, adapter_name: str, x: torch.Tensor) -> torch.Tensor | None:
+        """Weights broadcastable to ``x``'s token dims with a trailing 1 (``(batch, seq, 1)``), or ``None``.
+
+        ``x`` is the layer's input (token ids for an embedding). ``None`` applies the
+        adapter as plain LoRA (e.g. an adapter that is not one of the experts).
+        """

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peft_core.errors import ConfigError, TargetModulesError
+from peft_core.errors import ConfigError, TargetModulesError, UnsupportedOperation
 from peft_core.layer import AdapterLayer
 from peft_core.targeting import pattern_value
 from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription
@@ -27,9 +27,24 @@ class LoraLayer(AdapterLayer):
     method = "LORA"
     other_param_names = ("r", "lora_alpha", "scaling", "use_rslora", "lora_dropout", "lora_variant")
 
+    #: per-token weights of each adapter's low-rank path (``hookspecs.TokenWeights``; X-LoRA sets one)
+    token_weights: Any = None
+
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
         super().__init__(base_layer, description)
         self.lora_dropout = nn.ModuleDict()
+
+    def set_token_weights(self, provider: Any) -> None:
+        """Install a :class:`~peft_core_lora.hookspecs.TokenWeights` provider (``None`` removes it).
+
+        Kept out of the module tree (a provider may hold modules of its own, like X-LoRA's
+        classifier, which must not be saved or moved as part of this layer).
+        """
+        self.__dict__["token_weights"] = provider
+
+    def _token_weighted(self, hidden: torch.Tensor, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+        weight = self.token_weights(self, adapter_name, x)
+        return hidden if weight is None else hidden * weight
 
     def update_layer(self, adapter_name: str, config: Any, module_name: str = "", **kwargs: Any) -> None:
         r = pattern_value(config.rank_pattern or {}, module_name, config.r)
@@ -87,9 +102,14 @@ class LoraLayer(AdapterLayer):
     def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
         variant = self.lora_variant.get(adapter_name)
         if variant is not None:
+            if self.token_weights is not None:
+                raise UnsupportedOperation(f"per-token adapter weights (X-LoRA) do not apply to the LoRA variant of "
+                                           f"adapter {adapter_name!r} ({type(variant).__name__}); use plain LoRA adapters.")
             return variant.apply(self, adapter_name, x, result)
         A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
         x = x.to(A.weight.dtype)
+        if self.token_weights is not None:
+            x = self._token_weighted(x, adapter_name, x)
         return result + (B(A(self.lora_dropout[adapter_name](x))) * self.scaling[adapter_name]).to(result.dtype)
 
     def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
@@ -158,7 +178,7 @@ class LoraLinear(LoraLayer):
         """
         A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name]
         if (self.lora_variant.get(adapter_name) is not None or B.bias is not None or result.dtype != A.dtype
-                or not result.is_contiguous() or result.dim() < 1):
+                or self.token_weights is not None or not result.is_contiguous() or result.dim() < 1):
             return super().apply_adapter(x, result, adapter_name)
         hidden = F.linear(self.lora_dropout[adapter_name](x.to(A.dtype)), A)
         out = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), B.weight.t(),
@@ -197,6 +217,8 @@ class LoraEmbedding(LoraLayer):
         base = self.base_layer
         A, B = self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name]
         after_a = F.embedding(x, A.T, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse)
+        if self.token_weights is not None:
+            after_a = self._token_weighted(after_a, adapter_name, x)
         return result + ((after_a @ B.T) * self.scaling[adapter_name]).to(result.dtype)
 
     def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
