@@ -34,6 +34,15 @@ TASK_HEADS = {
 }
 
 
+def _tuner_class(config: PeftConfig) -> type[AdapterModel]:
+    """The tuner a method asks for (``MethodSpec.tuner_class``), else the layer tuner."""
+    from .plugins import registry
+
+    if config.is_prompt_learning:
+        return AdapterModel
+    return registry().for_config(config).tuner_class or AdapterModel
+
+
 def _with_task_heads(config: PeftConfig) -> PeftConfig:
     heads = TASK_HEADS.get(config.task_type) if config.task_type else None
     if not heads or not hasattr(config, "modules_to_save"):
@@ -58,7 +67,8 @@ class PeftModel(nn.Module):
         if peft_config.is_prompt_learning:
             raise UnsupportedOperation(f"{peft_config.peft_type} is a prompt-learning method; it is not supported yet.")
         peft_config = _with_task_heads(peft_config)
-        self.base_model = AdapterModel(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+        tuner_class = _tuner_class(peft_config)
+        self.base_model = tuner_class(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         self.special_peft_forward_args = {"adapter_names"}
 
     # -- delegation -----------------------------------------------------------------------

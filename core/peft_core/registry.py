@@ -78,6 +78,9 @@ class MethodSpec:
     exports: Mapping[str, Any] = field(default_factory=dict)
     shares_prefix_with: tuple[str, ...] = ()
     tuner_methods: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    #: the ``PeftModel.base_model`` class for this method (``None``: the layer tuner, ``AdapterModel``). A method
+    #: that is more than layers (X-LoRA: a classifier mixing loaded LoRA experts) subclasses ``AdapterModel``.
+    tuner_class: type | None = None
     description: str = ""
     paper: str = ""
     distribution: str | None = None  # filled in by the plugin manager

@@ -68,6 +68,7 @@ def adapter_entries(tuner: Any, adapter_name: str, prefix: str = DISK_PREFIX) ->
                 )
     for name, param in tuner._extra_parameters(adapter_name).items():
         entries[f"{prefix}{name}"] = (f"{DISK_PREFIX}{name}", param)
+    entries.update(tuner.tuner_entries(adapter_name))  # tensors a tuner subclass owns (X-LoRA's classifier)
     return entries
 
 

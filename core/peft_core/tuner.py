@@ -218,6 +218,15 @@ class AdapterModel(nn.Module):
             else:
                 _freeze(module._parameters.values())
 
+    def tuner_entries(self, adapter_name: str) -> dict[str, tuple[str, torch.Tensor]]:
+        """Tensors of ``adapter_name`` the tuner holds outside the model: ``disk key -> (state-dict key, tensor)``.
+
+        None for layer methods. A tuner subclass that owns modules of its own (X-LoRA's classifier,
+        saved by PEFT as ``base_model.internal_xlora_classifier...``) returns them, and saving and
+        loading (:func:`peft_core.serialization.adapter_entries`) treat them like layer tensors.
+        """
+        return {}
+
     def _extra_parameters(self, adapter_name: str) -> dict[str, nn.Parameter]:
         spec, config = self.spec_for(adapter_name), self._config(adapter_name)
         if spec.extra_parameters is None:
