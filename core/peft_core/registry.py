@@ -66,6 +66,10 @@ class MethodSpec:
     ``extra_parameters(model, config)`` names base-model parameters the method also trains
     and saves (LoRA's ``bias="all"``). ``unsupported`` gives the reason for capabilities
     the method lacks, shown in the :class:`UnsupportedOperation` message.
+    ``init_shared(tuner, config, adapter_name)`` is called once an adapter's layers are in place,
+    for tensors one adapter shares among all its layers (VeRA's projections): it puts them in
+    ``tuner.shared_tensors`` (:class:`~peft_core.shared.SharedTensors`), which saves, loads and
+    deletes them with the adapter. If it raises, the adapter is removed again.
     """
 
     name: str
@@ -78,6 +82,7 @@ class MethodSpec:
     exports: Mapping[str, Any] = field(default_factory=dict)
     shares_prefix_with: tuple[str, ...] = ()
     tuner_methods: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    init_shared: Callable[[Any, PeftConfig, str], None] | None = None
     #: the ``PeftModel.base_model`` class for this method (``None``: the layer tuner, ``AdapterModel``). A method
     #: that is more than layers (X-LoRA: a classifier mixing loaded LoRA experts) subclasses ``AdapterModel``.
     tuner_class: type | None = None

@@ -19,6 +19,7 @@ from .errors import LoadError
 from .fileio import atomic_path
 from .layer import AdapterLayer
 from .plugins import hook
+from .shared import TUNER_DISK_PREFIX
 
 SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 WEIGHTS_NAME = "adapter_model.bin"
@@ -66,6 +67,10 @@ def adapter_entries(tuner: Any, adapter_name: str, prefix: str = DISK_PREFIX) ->
                     f"{DISK_PREFIX}{path}.modules_to_save.{adapter_name}.{local}",
                     tensor,
                 )
+    shared = getattr(tuner, "shared_tensors", None)
+    for name, tensor in (shared.saved(adapter_name) if shared is not None else {}).items():
+        # tuner-level tensors (VeRA's projections): ``base_model.<name>`` on disk, as PEFT saves them
+        entries[f"{TUNER_DISK_PREFIX}{name}"] = (f"{TUNER_DISK_PREFIX}shared_tensors.{name}.{adapter_name}", tensor)
     for name, param in tuner._extra_parameters(adapter_name).items():
         entries[f"{prefix}{name}"] = (f"{DISK_PREFIX}{name}", param)
     entries.update(tuner.tuner_entries(adapter_name))  # tensors a tuner subclass owns (X-LoRA's classifier)

@@ -24,6 +24,7 @@ from .layer import AdapterLayer, base_of
 from .names import validate_adapter_name
 from .plugins import hook, registry
 from .registry import Capability, MethodSpec
+from .shared import SharedTensors
 from .targeting import find_targets, walk_modules
 from .weights import dense_weight, require_description
 from .wrappers import ModulesToSaveWrapper
@@ -50,6 +51,8 @@ class AdapterModel(nn.Module):
         self.peft_config: dict[str, PeftConfig] = {}
         self._active: list[str] = []
         self._layers_cache: list[tuple[str, nn.Module]] | None = None
+        #: per-adapter tensors shared by all layers of an adapter (filled by ``MethodSpec.init_shared``)
+        self.shared_tensors = SharedTensors()
         configs = peft_config if isinstance(peft_config, dict) else {adapter_name: peft_config}
         for name, config in configs.items():
             self.inject_adapter(config, name, autocast_adapter_dtype=autocast_adapter_dtype)
@@ -172,6 +175,12 @@ class AdapterModel(nn.Module):
         self._wrap_modules_to_save(config, adapter_name)
         self.peft_config[adapter_name] = config
         self._layers_cache = None
+        if spec.init_shared is not None:
+            try:
+                spec.init_shared(self, config, adapter_name)
+            except Exception:
+                self.delete_adapter(adapter_name)
+                raise
         self._freeze_base()
         self.set_adapter(self._active or [adapter_name])
 
@@ -285,6 +294,7 @@ class AdapterModel(nn.Module):
             )
         for _, module in self.adapter_modules():
             module.delete_adapter(adapter_name)
+        self.shared_tensors.delete_adapter(adapter_name)
         del self.peft_config[adapter_name]
         remaining = [n for n in self._active if n != adapter_name]
         if not remaining and self.peft_config:
