@@ -146,10 +146,12 @@ def kronecker_product(w1: torch.Tensor, w2: torch.Tensor, scale: float) -> torch
 
     For a 3-D ``w2`` (a Conv1d kernel) ``w1`` is left 2-D and ``torch.kron`` pads it in front,
     as PEFT does; the reshape to the weight shape then gives the same delta PEFT builds.
+    ``w2`` is copied to canonical strides first: a Tucker rebuild of a Conv1d kernel ``(b, d, k, 1)``
+    can carry a stride on its size-1 axis that ``torch.kron`` cannot view (PEFT fails there).
     """
     if w2.dim() == 4:
         w1 = w1[:, :, None, None]
-    return torch.kron(w1, w2.contiguous()) * scale
+    return torch.kron(w1, w2.clone(memory_format=torch.contiguous_format)) * scale
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
