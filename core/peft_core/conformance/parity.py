@@ -62,3 +62,56 @@ def config_json(directory: str | Path, list_fields: Iterable[str] = LIST_FIELDS)
         if isinstance(data.get(key), list):
             data[key] = sorted(data[key])
     return data
+
+
+def round_trip_both_ways(
+    peft: Any,
+    build: Any,
+    inputs: Mapping[str, torch.Tensor],
+    ours_config: Any,
+    theirs_config: Any,
+    directory: str | Path,
+    seed: int = 11,
+    scale: float = 0.2,
+) -> dict[str, float]:
+    """Save a perturbed adapter in each library, load it in the other, compare everything.
+
+    ``peft`` is the imported Hugging Face package, ``build()`` a fresh base model. Returns the
+    largest absolute differences: ``ours_to_peft`` / ``peft_to_ours`` (outputs after loading
+    in the other library), ``merged_weights`` and ``merged_output`` (``merge_and_unload`` of
+    the same PEFT-written adapter in both libraries), and ``moved`` (how far the adapter moves
+    the output from the base model's: a comparison is only meaningful when this is not ~0).
+    Files are checked to hold the same keys and shapes.
+    """
+    from peft_core import PeftModel, get_peft_model
+
+    directory = Path(directory)
+    base_out = model_output(build(), inputs)
+    ours = get_peft_model(build(), ours_config)
+    perturb_trainable(ours, seed, scale)
+    ours.eval()
+    ours_out = model_output(ours, inputs)
+    ours.save_pretrained(directory / "ours")
+    theirs_from_ours = peft.PeftModel.from_pretrained(build(), directory / "ours")
+
+    theirs = peft.get_peft_model(build(), theirs_config)
+    perturb_trainable(theirs, seed + 1, scale)
+    theirs.eval()
+    theirs_out = model_output(theirs, inputs)
+    theirs.save_pretrained(directory / "theirs")
+    ours_from_theirs = PeftModel.from_pretrained(build(), directory / "theirs")
+    if saved_shapes(directory / "ours") != saved_shapes(directory / "theirs"):
+        raise AssertionError(f"saved keys/shapes differ: {saved_shapes(directory / 'ours')} vs "
+                             f"{saved_shapes(directory / 'theirs')}")
+    diffs = {
+        "moved": max_diff(ours_out, base_out),
+        "ours_to_peft": max_diff(model_output(theirs_from_ours, inputs), ours_out),
+        "peft_to_ours": max_diff(model_output(ours_from_theirs, inputs), theirs_out),
+    }
+    ours_merged, theirs_merged = ours_from_theirs.merge_and_unload(), theirs.merge_and_unload()
+    ours_state, theirs_state = ours_merged.state_dict(), theirs_merged.state_dict()
+    if set(ours_state) != set(theirs_state):
+        raise AssertionError(f"merged models differ in keys: {sorted(set(ours_state) ^ set(theirs_state))[:5]}")
+    diffs["merged_weights"] = max(max_diff(ours_state[k], theirs_state[k]) for k in theirs_state)
+    diffs["merged_output"] = max_diff(model_output(ours_merged, inputs), theirs_out)
+    return diffs
