@@ -168,6 +168,58 @@ class PeftConfig:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass
+class PromptLearningConfig(PeftConfig):
+    """Fields every prompt-learning method shares (PEFT's names); shape fields come from the model.
+
+    ``token_dim``, ``num_layers``, ``num_attention_heads`` and ``num_transformer_submodules``
+    may be left ``None``: :meth:`fill_from_model` reads them from the model's config when the
+    adapter is added, so a config written for one model size needs no editing for another.
+    """
+
+    num_virtual_tokens: Optional[int] = None
+    token_dim: Optional[int] = None
+    num_transformer_submodules: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    num_layers: Optional[int] = None
+    modules_to_save: Optional[list[str]] = None
+
+    is_prompt_learning: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_virtual_tokens is None or isinstance(self.num_virtual_tokens, bool) \
+                or not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:
+            raise ConfigError(f"num_virtual_tokens must be a positive integer (how many virtual tokens the prompt "
+                              f"has), got {self.num_virtual_tokens!r}.")
+        for name in ("token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or None (read from the model), got {value!r}.")
+        if self.num_transformer_submodules not in (None, 1, 2):
+            raise ConfigError("num_transformer_submodules must be 1 (encoder or decoder only), 2 (encoder-decoder) "
+                              f"or None, got {self.num_transformer_submodules!r}.")
+
+    def fill_from_model(self, model_config: Any) -> None:
+        """Fill the shape fields left ``None`` from a transformers config (text part for multimodal models)."""
+        text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+        if self.num_transformer_submodules is None:
+            self.num_transformer_submodules = 2 if str(self.task_type) == TaskType.SEQ_2_SEQ_LM.value else 1
+        sources = {
+            "num_layers": ("num_hidden_layers", "num_layers", "n_layer"),
+            "token_dim": ("hidden_size", "n_embd", "d_model"),
+            "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"),
+        }
+        for field_name, names in sources.items():
+            if getattr(self, field_name) is not None:
+                continue
+            value = next((getattr(text, n) for n in names if isinstance(getattr(text, n, None), int)), None)
+            if value is None:
+                raise ConfigError(f"cannot read {field_name} from the model's config (looked for {', '.join(names)}); "
+                                  f"set {field_name} in {type(self).__name__}.")
+            setattr(self, field_name, value)
+
+
 def _method_config_class(peft_type: str, source: str | None) -> type[PeftConfig]:
     """The config class of ``peft_type``; an unknown method's error names the field and the file."""
     from .errors import UnknownMethodError

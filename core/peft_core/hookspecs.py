@@ -13,6 +13,9 @@ Hooks come in groups:
   every backend), and how to build an adapter layer;
 * **serialization** — method-specific key/tensor mapping around the shared on-disk format;
 * **training** — a method adds a term to the loss (a regulariser) in the forward pass;
+* **input transform** — prompt-learning methods change the model's inputs (virtual-token
+  embeddings) or its attention cache (``past_key_values``) instead of wrapping layers; the
+  core (:mod:`peft_core.prompt`) does the plumbing every such method shares;
 * **conformance** — the Hypothesis strategies a method contributes to the shared suite;
 * **combining and hot-swapping** — the method-specific half of ``add_weighted_adapter`` and
   ``hotswap_adapter`` (the core owns the math utilities, validation and rollback);
@@ -184,6 +187,40 @@ def peft_core_extra_loss(spec: MethodSpec, config: PeftConfig, adapter_name: str
     tensor ``loss`` (labels were given), once per adapter whose config is not in inference
     mode. The core adds every returned term to ``outputs.loss``, so a regulariser of a method
     (AdaLoRA's orthogonality penalty) reaches the gradients without a custom training loop.
+    """
+
+
+# -- input transform ---------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def peft_core_create_prompt_encoder(spec: MethodSpec, config: PeftConfig, adapter_name: str,
+                                    word_embeddings: nn.Module) -> nn.Module | None:
+    """Build the module that produces adapter ``adapter_name``'s virtual tokens, or ``None`` if not ours.
+
+    Called when a prompt-learning adapter (``config.is_prompt_learning``) is added, after the
+    shape fields of ``config`` were filled from the model. The module must follow
+    :class:`peft_core.prompt.PromptEncoder`: an ``embedding`` (``nn.Embedding``) holding the
+    prompt in its saved form, ``forward(indices)`` giving ``(batch, tokens, width)``, and the
+    class attribute ``injects`` saying where the prompt goes — ``"embeddings"`` (prepended to
+    the input embeddings; width ``token_dim``) or ``"past_key_values"`` (a prefix of every
+    attention layer's cache; width ``num_layers * 2 * token_dim``). The core then extends
+    ``attention_mask``, pads ``labels``/``token_type_ids``, injects the prompt on the first
+    generation step only, and saves the materialized prompt as ``prompt_embeddings``.
+    ``word_embeddings`` is the model's input embedding (for initialising from vocabulary).
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_prompt_cache(config: PeftConfig, model: nn.Module, keys_values: list[tuple[torch.Tensor, torch.Tensor]],
+                           encoder_decoder: bool) -> Any:
+    """Return the transformers ``Cache`` holding a prefix for ``model``, or ``None`` for the default.
+
+    ``keys_values`` has one ``(key, value)`` pair per attention layer, each shaped ``(batch,
+    heads, num_virtual_tokens, head_dim)``. The default (when every implementation returns
+    ``None``) is a ``DynamicCache`` built from the model's config, wrapped in an
+    ``EncoderDecoderCache`` with an empty cross-attention cache for encoder-decoder models.
+    Implement this for architectures whose cache needs another layout.
     """
 
 

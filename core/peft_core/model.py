@@ -38,8 +38,6 @@ def _tuner_class(config: PeftConfig) -> type[AdapterModel]:
     """The tuner a method asks for (``MethodSpec.tuner_class``), else the layer tuner."""
     from .plugins import registry
 
-    if config.is_prompt_learning:
-        return AdapterModel
     return registry().for_config(config).tuner_class or AdapterModel
 
 
@@ -64,8 +62,6 @@ class PeftModel(nn.Module):
         low_cpu_mem_usage: bool = False,
     ) -> None:
         super().__init__()
-        if peft_config.is_prompt_learning:
-            raise UnsupportedOperation(f"{peft_config.peft_type} is a prompt-learning method; it is not supported yet.")
         peft_config = _with_task_heads(peft_config)
         tuner_class = _tuner_class(peft_config)
         self.base_model = tuner_class(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
@@ -101,7 +97,7 @@ class PeftModel(nn.Module):
 
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         with routing(self.base_model, adapter_names, _batch_size(args, kwargs)):
-            outputs = self.get_base_model()(*args, **kwargs)
+            outputs = self.base_model(*args, **kwargs)  # the tuner's forward (a prompt tuner transforms inputs)
         loss = getattr(outputs, "loss", None)
         if isinstance(loss, torch.Tensor):  # labels were given: methods may add regularisers
             outputs.loss = _with_extra_loss(self.base_model, outputs, loss)
@@ -265,7 +261,7 @@ class PeftModel(nn.Module):
         try:
             peft_model._load_weights(path, adapter_name, kwargs.get("torch_device"), strict=strict)
         except BaseException:
-            peft_model.base_model.unload()
+            peft_model.base_model.delete_adapter(adapter_name)  # like unload(), also for methods that refuse unload
             for param, flag in flags.items():
                 param.requires_grad_(flag)
             raise
@@ -363,7 +359,7 @@ class _GenerateMixin:
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """``generate`` of the base model, with adapters (and mixed-batch routing) applied."""
         with routing(self.base_model, adapter_names, _batch_size(args, kwargs)):
-            return self.get_base_model().generate(*args, **kwargs)
+            return self.base_model.generate(*args, **kwargs)  # a prompt tuner injects on the first step
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> Any:
         return self.get_base_model().prepare_inputs_for_generation(*args, **kwargs)

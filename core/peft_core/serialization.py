@@ -49,10 +49,16 @@ def tuner_of(model: nn.Module) -> Any:
     raise LoadError(f"{type(model).__name__} holds no peft-core adapters; wrap it with get_peft_model first.")
 
 
-def adapter_entries(tuner: Any, adapter_name: str, prefix: str = DISK_PREFIX) -> dict[str, tuple[str, torch.Tensor]]:
-    """``disk key -> (key in the PeftModel state dict, live tensor)`` for one adapter."""
+def adapter_entries(tuner: Any, adapter_name: str, prefix: str | None = None) -> dict[str, tuple[str, torch.Tensor]]:
+    """``disk key -> (key in the PeftModel state dict, live tensor)`` for one adapter.
+
+    A tuner may store heads under its own ``disk_prefix``: prompt-learning tuners
+    (:class:`peft_core.prompt.PromptLearningTuner`) leave the model unwrapped, so PEFT saves
+    their ``modules_to_save`` as ``base_model.<path>``.
+    """
     from .wrappers import ModulesToSaveWrapper
 
+    prefix = prefix if prefix is not None else getattr(tuner, "disk_prefix", DISK_PREFIX)
     entries: dict[str, tuple[str, torch.Tensor]] = {}
     for path, module in tuner.adapter_modules():
         if isinstance(module, AdapterLayer):
@@ -97,6 +103,9 @@ def get_peft_model_state_dict(
         if state_dict is not None:
             tensor = state_dict.get(model_key, state_dict.get(model_key.removeprefix(DISK_PREFIX), tensor))
         out[disk_key] = tensor.detach()
+    materialized = getattr(tuner, "materialized_state", None)  # a prompt is saved as used, not as parameterized
+    if materialized is not None:
+        out.update(materialized(adapter_name))
     hook().peft_core_state_dict_pre_save(
         spec=tuner.spec_for(adapter_name), config=config, adapter_name=adapter_name, model=tuner.model, state_dict=out
     )

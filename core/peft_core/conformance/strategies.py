@@ -181,3 +181,12 @@ def case_strategy(spec: Any, method_cases: Any, kinds: tuple[str, ...] | None = 
                     names=names, routing=routing, seed=seed, invalid=invalid)
 
     return build()
+
+
+#: the task each tiny transformer is adapted for by prompt-learning methods (they need a task_type)
+PROMPT_TASKS = {"tiny_llama": "CAUSAL_LM", "tiny_gpt2": "CAUSAL_LM", "tiny_bert": "SEQ_CLS", "tiny_t5": "SEQ_2_SEQ_LM"}
+
+
+def prompt_learning_fields(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    """Fields every prompt-learning config draws the same way: the kind's task and a few virtual tokens."""
+    return {"task_type": PROMPT_TASKS[kind], "num_virtual_tokens": draw(st.integers(1, 4))}
