@@ -40,7 +40,7 @@ CASES = {
     "loftq_nf4_2iter": (tiny_llama, {"init_lora_weights": "loftq", "loftq_config": {"loftq_bits": 4, "loftq_iter": 2}}),
     "loftq_int8": (tiny_llama, {"init_lora_weights": "loftq", "loftq_config": {"loftq_bits": 8, "loftq_iter": 1}}),
 }
-CONVERTIBLE = ["pissa", "pissa_niter_3", "pissa_rslora", "olora"]
+CONVERTIBLE = ["pissa", "pissa_rslora", "olora"]
 
 
 @contextlib.contextmanager
@@ -145,7 +145,7 @@ def test_initial_factors_residual_and_outputs_equal_peft(case):
         assert changed < 1e-4  # PiSSA/OLoRA keep W = residual + s·B·A; orthogonal starts with B·A = 0
 
 
-@pytest.mark.parametrize("case", ["pissa", "pissa_niter_3", "olora", "orthogonal", "loftq_nf4_2iter"])
+@pytest.mark.parametrize("case", ["pissa_niter_3", "orthogonal", "loftq_nf4_2iter"])
 def test_ours_loads_in_peft_and_peft_loads_here(case, tmp_path):
     """Loading re-runs the init on the fresh base (in both libraries), then the saved factors replace the new ones."""
     build, _ = _kwargs(case)
