@@ -91,3 +91,19 @@ def check_dropout(name: str, value: object) -> None:
 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}.")
+
+
+def sync_fan_in_fan_out(config: object, description: object, module_name: str) -> None:
+    """Set ``config.fan_in_fan_out`` to the target's real layout, warning when it was wrong.
+
+    Hugging Face PEFT does the same when it wraps a layer, so the ``fan_in_fan_out`` a saved
+    config carries is the truth about the (GPT-2 ``Conv1D``) targets and PEFT readers agree.
+    """
+    import warnings
+
+    actual = description.fan_in_fan_out  # type: ignore[attr-defined]
+    if config.fan_in_fan_out != actual:  # type: ignore[attr-defined]
+        layout = "Conv1D (stored (in, out))" if actual else "nn.Linear"
+        warnings.warn(f"target {module_name!r} is a {layout} layer; setting fan_in_fan_out={actual}.",
+                      UserWarning, stacklevel=3)
+        config.fan_in_fan_out = actual  # type: ignore[attr-defined]

@@ -14,7 +14,6 @@ Conv ``hira_A`` ``(r, in, *kernel)``, ``hira_B`` ``(out, r, 1, …)``; Embedding
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from torch import nn
 
 from peft_core.errors import TargetModulesError
 from peft_core.layer import AdapterLayer
-from peft_core.lowrank import dropout_module, low_rank_product
+from peft_core.lowrank import dropout_module, low_rank_product, sync_fan_in_fan_out
 from peft_core.targeting import pattern_value
 from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription, dense_weight
 
@@ -173,11 +172,8 @@ def create_hira_layer(
         )
     if description.kind == CONV and _padding_mode(target) != "zeros":
         raise TargetModulesError(f"HiRA adapts convolutions with zero padding only; {module_name!r} pads otherwise.")
-    if description.kind == LINEAR and description.fan_in_fan_out != config.fan_in_fan_out:
-        layout = "Conv1D (stored (in, out))" if description.fan_in_fan_out else "nn.Linear"
-        warnings.warn(f"target {module_name!r} is a {layout} layer; setting fan_in_fan_out={description.fan_in_fan_out}.",
-                      UserWarning, stacklevel=2)
-        config.fan_in_fan_out = description.fan_in_fan_out
+    if description.kind == LINEAR:
+        sync_fan_in_fan_out(config, description, module_name)
     layer = _LAYERS[description.kind](target, description)
     layer.update_layer(adapter_name, config, module_name=module_name, new_layer=True)
     return layer
