@@ -30,6 +30,7 @@ from torch import nn
 from .config import PeftConfig
 from .errors import ConfigError, TargetModulesError
 from .layer import AdapterLayer
+from .lowrank import check_dropout, check_positive_int
 from .targeting import check_target_fields, pattern_value
 from .weights import CONV, LINEAR, LayerDescription
 
@@ -63,10 +64,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 @dataclass
 class LycorisConfig(PeftConfig):
     """Fields every LyCORIS method's config has, with PEFT's names and defaults.
@@ -96,14 +93,11 @@ class LycorisConfig(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_target_fields(self)
-        if not _is_positive_int(self.r):
-            raise ConfigError(f"r must be a positive integer (the rank of the factors), got {self.r!r}.")
+        check_positive_int("r", self.r)
         if not _is_number(self.alpha):
             raise ConfigError(f"alpha must be a number (the scaling is alpha / r), got {self.alpha!r}.")
-        for name in ("rank_dropout", "module_dropout"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}.")
+        check_dropout("rank_dropout", self.rank_dropout)
+        check_dropout("module_dropout", self.module_dropout)
         if not isinstance(self.use_effective_conv2d, bool):
             raise ConfigError(f"use_effective_conv2d must be True or False, got {self.use_effective_conv2d!r}.")
         for name in ("rank_pattern", "alpha_pattern"):
@@ -113,8 +107,7 @@ class LycorisConfig(PeftConfig):
             elif not isinstance(pattern, dict):
                 raise ConfigError(f"{name} must be a dict of module-name pattern -> value, got {pattern!r}.")
         for key, r in self.rank_pattern.items():
-            if not _is_positive_int(r):
-                raise ConfigError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}.")
+            check_positive_int(f"rank_pattern[{key!r}]", r)
         for key, alpha in self.alpha_pattern.items():
             if not _is_number(alpha):
                 raise ConfigError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}.")
@@ -280,8 +273,7 @@ class LycorisLayer(AdapterLayer):
     def update_layer(self, adapter_name: str, config: Any, module_name: str = "", **kwargs: Any) -> None:
         r = pattern_value(config.rank_pattern or {}, module_name, config.r)
         alpha = pattern_value(config.alpha_pattern or {}, module_name, config.alpha)
-        if not _is_positive_int(r):
-            raise ConfigError(f"the rank for {module_name!r} must be a positive integer, got {r!r}.")
+        check_positive_int(f"the rank of {module_name!r}", r)
         self.r[adapter_name] = r
         self.alpha[adapter_name] = alpha
         self.scaling[adapter_name] = alpha / r
