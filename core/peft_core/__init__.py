@@ -44,6 +44,7 @@ from .tuner import AdapterModel
 from .helpers import check_if_peft_model, rescale_adapter_scale, update_forward_signature, update_generate_signature, update_signature
 from .hotswap import hotswap_adapter, prepare_model_for_compiled_hotswap
 from .merging import add_weighted_adapter
+from .mixed import PeftMixedModel
 from .status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 
 __version__ = "0.1.0"
@@ -72,6 +73,7 @@ __all__ = [
     "MethodSpec",
     "PeftConfig",
     "PeftCoreError",
+    "PeftMixedModel",
     "PeftModel",
     "PeftModelForCausalLM",
     "PeftModelForFeatureExtraction",

@@ -145,7 +145,7 @@ def hotswap_adapter_from_state_dict(
             "before compiling the model."
         )
     layer_keys = {
-        f"{DISK_PREFIX}{path}.{local}"
+        f"{DISK_PREFIX}{tuner.disk_path(path)}.{local}"
         for path, layer in tuner.adapter_layers()
         for local in layer.adapter_state_dict(adapter_name)
     }

@@ -214,11 +214,10 @@ class RotatedConv2d:
                 f"{self.method} does not adapt dilated, grouped or non-zero-padded convolutions ({module_name!r}).")
 
     def _conv(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-        from .layer import base_of
-        from .weights import dense_weight
+        from .layer import base_of, stacked_weight
 
         base = base_of(self.base_layer)
-        weight = dense_weight(base)
+        weight = stacked_weight(self.base_layer)  # other methods' layers below this one included
         for name in names:
             weight = self.adapted_weight(weight, name)
         bias = base.bias

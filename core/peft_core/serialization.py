@@ -63,7 +63,7 @@ def adapter_entries(tuner: Any, adapter_name: str, prefix: str | None = None) ->
     for path, module in tuner.adapter_modules():
         if isinstance(module, AdapterLayer):
             for local, tensor in module.adapter_state_dict(adapter_name).items():
-                entries[f"{prefix}{path}.{local}"] = (
+                entries[f"{prefix}{tuner.disk_path(path)}.{local}"] = (
                     f"{DISK_PREFIX}{path}.{module.adapter_module_key(local, adapter_name)}",
                     tensor,
                 )

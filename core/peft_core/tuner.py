@@ -53,6 +53,7 @@ class AdapterModel(nn.Module):
         self._layers_cache: list[tuple[str, nn.Module]] | None = None
         #: per-adapter tensors shared by all layers of an adapter (filled by ``MethodSpec.init_shared``)
         self.shared_tensors = SharedTensors()
+        self._stacked: dict[str, str] = {}
         configs = peft_config if isinstance(peft_config, dict) else {adapter_name: peft_config}
         for name, config in configs.items():
             self.inject_adapter(config, name, autocast_adapter_dtype=autocast_adapter_dtype)
@@ -89,12 +90,42 @@ class AdapterModel(nn.Module):
             ) from None
 
     def adapter_modules(self) -> list[tuple[str, nn.Module]]:
-        """``(name, module)`` of every adapter layer and modules_to_save wrapper (cached)."""
+        """``(name, module)`` of every adapter layer and modules_to_save wrapper (cached).
+
+        Layers of different methods stacked on one module (mixed-method models) are all
+        listed, outermost first; an inner layer's name ends in ``.base_layer`` as in the
+        model's state dict (:meth:`disk_path` gives the module path saved files use).
+        """
         if self._layers_cache is None:
-            self._layers_cache = [
-                (name, m) for name, m in walk_modules(self.model) if isinstance(m, (AdapterLayer, ModulesToSaveWrapper))
-            ]
+            found: list[tuple[str, nn.Module]] = []
+            self._stacked: dict[str, str] = {}
+            for name, m in walk_modules(self.model):
+                if isinstance(m, ModulesToSaveWrapper):
+                    found.append((name, m))
+                    continue
+                inner, path = m, name
+                while isinstance(inner, AdapterLayer):
+                    found.append((path, inner))
+                    if path != name:
+                        self._stacked[path] = name
+                    inner, path = inner.base_layer, f"{path}.base_layer"
+            self._layers_cache = found
         return self._layers_cache
+
+    def disk_path(self, name: str) -> str:
+        """The module path a saved adapter uses for the layer at ``name`` (stacking suffixes removed)."""
+        self.adapter_modules()
+        return self._stacked.get(name, name)
+
+    def layers_innermost_first(self) -> list[tuple[str, AdapterLayer]]:
+        """Adapter layers with stacked ones innermost first: the order merges must follow.
+
+        A layer wrapping another applies its adapter to what the inner layer computes, so
+        the inner adapters are merged into the base weight first (and unmerged last).
+        """
+        layers = list(self.adapter_layers())
+        depth = {name: name.count(".base_layer") if name in self._stacked else 0 for name, _ in layers}
+        return sorted(layers, key=lambda item: -depth[item[0]])
 
     def adapter_layers(self) -> Iterator[tuple[str, AdapterLayer]]:
         for name, module in self.adapter_modules():
@@ -142,8 +173,9 @@ class AdapterModel(nn.Module):
         updates: list[tuple[str, AdapterLayer]] = []
         for name in targets:
             module = self.model.get_submodule(name)
-            if isinstance(module, AdapterLayer) and module.method == spec.name:
-                updates.append((name, module))
+            same = _layer_of_method(module, spec.name)
+            if same is not None:  # this method's layer is there already (maybe under another method's)
+                updates.append((name, same))
                 continue
             if isinstance(module, AdapterLayer):
                 spec.require(Capability.MIXED_METHODS, f"adding {spec.name} on top of a {module.method} layer")
@@ -309,9 +341,8 @@ class AdapterModel(nn.Module):
 
     def _remove_empty_layers(self) -> None:
         """Layers and wrappers left with no adapter go back to their plain module."""
-        for name, module in list(self.adapter_modules()):
-            empty = not module.adapter_names
-            if empty:
+        for name, module in reversed(self.adapter_modules()):  # inner stacked layers before their wrappers
+            if not module.adapter_names:
                 base = module.base_layer if isinstance(module, AdapterLayer) else module.original_module
                 self._replace(name, base)
         self._layers_cache = None
@@ -332,7 +363,7 @@ class AdapterModel(nn.Module):
         self._require_all(Capability.MERGE, "merging", names)
         if safe_merge:
             self._check_finite_merge(names)
-        for layer_name, layer in self.adapter_layers():
+        for layer_name, layer in self.layers_innermost_first():
             try:
                 layer.merge(safe_merge=safe_merge, adapter_names=[n for n in names if layer.has_adapter(n)])
             except MergeError as exc:
@@ -375,7 +406,7 @@ class AdapterModel(nn.Module):
         return self._unload(merge=False, names=[], progressbar=False)
 
     def _unload(self, merge: bool, names: Sequence[str], progressbar: bool) -> nn.Module:
-        modules = list(self.adapter_modules())
+        modules = list(reversed(self.adapter_modules()))  # inner stacked layers merge (and go) first
         for name, module in tqdm(modules, desc="Unloading" + (" and merging" if merge else ""), disable=not progressbar):
             if isinstance(module, AdapterLayer):
                 if merge:
@@ -407,6 +438,15 @@ def _freeze_all_but_adapters(layer: AdapterLayer) -> None:
             _freeze_all_but_adapters(child)
         else:
             _freeze(child.parameters())
+
+
+def _layer_of_method(module: nn.Module, method: str) -> AdapterLayer | None:
+    """The layer of ``method`` in a stack of adapter layers, if one is there."""
+    while isinstance(module, AdapterLayer):
+        if module.method == method:
+            return module
+        module = module.base_layer
+    return None
 
 
 def _kinds(spec: MethodSpec) -> tuple[str, ...]:

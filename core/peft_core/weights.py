@@ -65,7 +65,12 @@ def require_description(module: nn.Module, name: str, method: str, kinds: tuple[
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The weight of ``module`` as a dense ``(out, in, *kernel)`` tensor."""
+    """The weight of ``module`` as a dense ``(out, in, *kernel)`` tensor.
+
+    An adapter layer stands for the module it wraps (layers of several methods may be
+    stacked on one module): its base module's weight is read.
+    """
+    module = _unwrapped(module)
     weight = hook().peft_core_dense_weight(module=module)
     if weight is None:
         raise UnsupportedOperation(
@@ -76,9 +81,16 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
 
 
 def write_dense_weight(module: nn.Module, weight: torch.Tensor) -> None:
-    """Write a dense ``(out, in, *kernel)`` weight back into ``module``."""
+    """Write a dense ``(out, in, *kernel)`` weight back into ``module`` (an adapter layer's base module)."""
+    module = _unwrapped(module)
     if not hook().peft_core_write_dense_weight(module=module, weight=weight):
         raise UnsupportedOperation(
             f"no installed plugin can write the weight of a {type(module).__name__}; "
             "merging needs a backend plugin for this layer type."
         )
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    from .layer import base_of  # layer imports this module
+
+    return base_of(module)

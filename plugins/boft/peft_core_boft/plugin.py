@@ -35,12 +35,11 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=BOFTConfig,
             prefix="boft_",
             layer_factory=create_boft_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.MIXED_METHODS},
             unsupported={
                 Capability.WEIGHTED_COMBINE: "rotations do not add; combining BOFT adapters linearly has no meaning",
                 Capability.QUANTIZED_BASE: "not tested on quantized bases yet",
                 Capability.HOTSWAP: "not implemented for BOFT",
-                Capability.MIXED_METHODS: "not tested together with other methods' layers",
             },
             extra_parameters=bias_parameters,
             exports={"BOFTModel": BOFTModel},

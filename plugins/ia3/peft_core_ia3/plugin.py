@@ -24,7 +24,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=IA3Config,
             prefix="ia3_",
             layer_factory=create_ia3_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.WEIGHTED_COMBINE, Capability.QUANTIZED_BASE},
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.WEIGHTED_COMBINE, Capability.QUANTIZED_BASE, Capability.MIXED_METHODS},
             exports={"IA3Model": IA3Model},
             description="Infused adapters: learned vectors rescale the inputs or outputs of frozen layers.",
             paper="https://arxiv.org/abs/2205.05638",

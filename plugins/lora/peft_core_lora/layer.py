@@ -122,6 +122,9 @@ class LoraLayer(AdapterLayer):
             return variant.merged_weight(self, adapter_name, weight)
         return super().merged_weight(weight, adapter_name)
 
+    def merges_additively(self, adapter_name: str) -> bool:
+        return self.lora_variant.get(adapter_name) is None  # a variant (DoRA) may depend on the weight
+
     def unmerged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
         variant = self.lora_variant.get(adapter_name)
         if variant is not None:

@@ -36,12 +36,11 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=OFTConfig,
             prefix="oft_",
             layer_factory=create_oft_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.MIXED_METHODS},
             unsupported={
                 Capability.WEIGHTED_COMBINE: "rotations do not add; combining OFT adapters linearly has no meaning",
                 Capability.QUANTIZED_BASE: "not tested on quantized bases yet",
                 Capability.HOTSWAP: "not implemented for OFT",
-                Capability.MIXED_METHODS: "not tested together with other methods' layers",
             },
             extra_parameters=bias_parameters,
             exports={"OFTModel": OFTModel},
