@@ -31,6 +31,7 @@ def own_tensors(model: nn.Module, adapter_name: str) -> list[torch.Tensor]:
             out.extend(module.adapter_state_dict(adapter_name).values())
         elif isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
             out.extend(module.modules_to_save[adapter_name].state_dict(keep_vars=True).values())
+    out.extend(tensor for _, tensor in tuner_of(model).tuner_entries(adapter_name).values())  # held by the tuner itself
     return out
 
 

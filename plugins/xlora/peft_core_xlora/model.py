@@ -211,13 +211,20 @@ class XLoraModel(AdapterModel):
             if isinstance(module, LoraLayer):
                 module.set_token_weights(None)
         self.peft_config.pop(self._xlora_name, None)
+        del self.internal_xlora_classifier
+        self._mixing.set(None)
+        self._latest = None
+        self._log.clear()
+        del self.__dict__["_xlora_name"]
         return super().unload()
 
     def delete_adapter(self, adapter_name: str) -> None:
+        """Deleting the X-LoRA adapter removes everything (experts included); an expert alone cannot go."""
         if adapter_name != self._xlora_name:
             self.spec_for(self._xlora_name).require(Capability.MULTI_ADAPTER, f"deleting the expert {adapter_name!r}")
         self.unload()
         self.peft_config.clear()
+        self._active = []
 
     # -- PEFT's X-LoRA helpers ------------------------------------------------------------
 
