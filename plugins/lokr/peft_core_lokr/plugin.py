@@ -23,10 +23,9 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=LoKrConfig,
             prefix="lokr_",
             layer_factory=create_lokr_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
             unsupported={
                 Capability.WEIGHTED_COMBINE: "add_weighted_adapter is not implemented for LoKr",
-                Capability.QUANTIZED_BASE: "not tested on quantized bases yet",
                 Capability.HOTSWAP: "not implemented for LoKr",
                 Capability.MIXED_METHODS: "not tested together with other methods' layers",
             },
