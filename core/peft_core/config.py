@@ -185,6 +185,9 @@ class PromptLearningConfig(PeftConfig):
     modules_to_save: Optional[list[str]] = None
 
     is_prompt_learning: ClassVar[bool] = True
+    #: True for methods whose prompt is the attention cache (prefix tuning): with grouped-query
+    #: attention the prefix has the key/value heads' shape, not the hidden size
+    prompt_is_kv_cache: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -218,6 +221,12 @@ class PromptLearningConfig(PeftConfig):
                 raise ConfigError(f"cannot read {field_name} from the model's config (looked for {', '.join(names)}); "
                                   f"set {field_name} in {type(self).__name__}.")
             setattr(self, field_name, value)
+        kv_heads = getattr(text, "num_key_value_heads", None)
+        if self.prompt_is_kv_cache and isinstance(kv_heads, int):  # PEFT's rule, applied on every load too
+            head_dim = getattr(text, "head_dim", None) or self.token_dim // self.num_attention_heads
+            self.token_dim, self.num_attention_heads = head_dim * kv_heads, kv_heads
+        if getattr(self, "encoder_hidden_size", 0) is None:  # reparameterized prompts: hidden size of the encoder
+            self.encoder_hidden_size = self.token_dim
 
 
 def _method_config_class(peft_type: str, source: str | None) -> type[PeftConfig]:

@@ -38,7 +38,7 @@ PROMPT_KEY = "prompt_embeddings"
 _KEEPS_TOKEN_TYPES = {TaskType.SEQ_CLS, TaskType.TOKEN_CLS, TaskType.QUESTION_ANS}
 
 #: what every prompt-learning method supports: switching adapters and running the base alone
-PROMPT_LEARNING_CAPABILITIES = frozenset({Capability.DISABLE, Capability.MULTI_ADAPTER})
+PROMPT_LEARNING_CAPABILITIES = frozenset({Capability.DISABLE, Capability.MULTI_ADAPTER, Capability.INPUT_TRANSFORM})
 #: why the rest is not supported (shown in the UnsupportedOperation message)
 PROMPT_LEARNING_UNSUPPORTED = {
     Capability.MERGE: "a prompt changes the inputs, not the weights; there is nothing to merge",
@@ -201,8 +201,12 @@ class PromptLearningTuner(AdapterModel):
         batch, n = prompt.shape[:2]
         heads = config.num_attention_heads
         per_layer = prompt.view(batch, n, config.num_layers * 2, heads, config.token_dim // heads).permute(2, 0, 3, 1, 4)
-        pairs = [(per_layer[2 * i], per_layer[2 * i + 1]) for i in range(config.num_layers)]
         encoder_decoder = config.num_transformer_submodules == 2
+        # Hugging Face PEFT lays an encoder-decoder prefix out as self- and cross-attention pairs
+        # (the cross pair then discarded), so decoder layer i reads the pair stored at slot
+        # 2i mod num_layers; following it keeps saved adapters interchangeable with PEFT's
+        slots = [(2 * i) % config.num_layers if encoder_decoder else i for i in range(config.num_layers)]
+        pairs = [(per_layer[2 * slot], per_layer[2 * slot + 1]) for slot in slots]
         cache = hook().peft_core_prompt_cache(config=config, model=self.model, keys_values=pairs,
                                               encoder_decoder=encoder_decoder)
         return cache if cache is not None else default_prompt_cache(self.model, pairs, encoder_decoder)
@@ -296,7 +300,7 @@ class PromptLearningTuner(AdapterModel):
                 raise UnsupportedOperation("prompt-learning generation needs a 2D attention mask; compiled/static "
                                            "caches that build 4D masks are not supported.")
             inputs["attention_mask"] = _prepend(mask, n, 1)
-        _adjust_positions_and_types(inputs, n, cache_injection, keep_types=False)
+        _adjust_positions_and_types(inputs, n, cache_injection, keep_types=False, warn=False)
         if first:
             ids = inputs.get("input_ids")
             batch = (ids if ids is not None else inputs["inputs_embeds"]).shape[0]
@@ -319,14 +323,19 @@ def _prepend(tensor: torch.Tensor | None, n: int, value: int) -> torch.Tensor | 
     return torch.cat([pad, tensor], dim=1)
 
 
-def _adjust_positions_and_types(kwargs: dict[str, Any], n: int, cache: bool, keep_types: bool) -> None:
-    """Positions shift past a cache prefix; with prepended embeddings they cannot be given (PEFT drops them)."""
+def _adjust_positions_and_types(kwargs: dict[str, Any], n: int, cache: bool, keep_types: bool,
+                                warn: bool = True) -> None:
+    """Positions shift past a cache prefix; with prepended embeddings they cannot be given (PEFT drops them).
+
+    ``warn=False`` inside generation steps: there ``generate`` made the positions itself.
+    """
     if kwargs.get("position_ids") is not None:
         if cache:
             kwargs["position_ids"] = kwargs["position_ids"] + n
         else:
-            warnings.warn("position_ids are ignored with prompt tuning: the virtual tokens shift every position.",
-                          UserWarning, stacklevel=4)
+            if warn:
+                    warnings.warn("position_ids are ignored with prompt tuning: the virtual tokens shift every position.",
+                              UserWarning, stacklevel=4)
             kwargs["position_ids"] = None
     if not keep_types and kwargs.get("token_type_ids") is not None:
         warnings.warn("token_type_ids are ignored for this task with prompt-learning methods.", UserWarning, stacklevel=4)

@@ -34,6 +34,7 @@ class Capability(str, enum.Enum):
     HOTSWAP = "hotswap"  # hotswap_adapter replaces weights in place
     MIXED_METHODS = "mixed_methods"  # can share a model with adapters of other methods
     QUANTIZED_BASE = "quantized_base"  # adapts quantized base layers through the weight hooks
+    INPUT_TRANSFORM = "input_transform"  # changes the inputs or attention cache (prompt learning), not layers
 
 
 #: A method built on the generic layer protocol usually supports all of these.

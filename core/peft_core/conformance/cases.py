@@ -187,7 +187,12 @@ class Case:
 
     def perturb(self, peft_model: nn.Module, adapter_name: str, seed: int) -> None:
         """Move one adapter's trainable tensors off their initial values (seeded)."""
+        from .probes import prompt_tensors
+
         gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # a prompt encoder (prompt-learning methods) is moved off its init too
+            for param in prompt_tensors(peft_model, adapter_name):
+                param.add_((torch.randn(param.shape, generator=gen) * self.cases.perturb_scale).to(param.dtype))
         for _, layer in sorted(adapter_layers(peft_model), key=lambda item: item[0]):
             if not layer.has_adapter(adapter_name):
                 continue

@@ -41,6 +41,7 @@ from .probes import (
     assert_same_tensors,
     base_parameters,
     own_tensors,
+    prompt_tensors,
     saved_tensors,
     train_steps,
 )
@@ -296,19 +297,24 @@ def check_state_dict_keys_peft_format(case: Case) -> None:
     from ..serialization import tuner_of
     from ..shared import TUNER_DISK_PREFIX
 
-    # tensors one adapter shares among its layers are saved once, at tuner level (base_model.vera_A)
-    shared = {TUNER_DISK_PREFIX + n for n in tuner_of(model).shared_tensors.saved(name)}
+    tuner = tuner_of(model)
+    # tensors one adapter shares among its layers are saved once, at tuner level (base_model.vera_A);
+    # a tuner's own tensors (a prompt) have keys of their own; prompt tuners keep heads under base_model.
+    shared = {TUNER_DISK_PREFIX + n for n in tuner.shared_tensors.saved(name)} | set(tuner.tuner_entries(name))
+    prefix = getattr(tuner, "disk_prefix", DISK_PREFIX)
     for key in state:
-        if not key.startswith(DISK_PREFIX) and key not in shared:
-            raise AssertionError(f"key {key!r} does not start with {DISK_PREFIX!r}")
+        if not key.startswith(prefix) and key not in shared:
+            raise AssertionError(f"key {key!r} does not start with {prefix!r}")
         parts = key.split(".")
         if name in parts:
             raise AssertionError(f"key {key!r} contains the adapter name {name!r}; names must be removed on save")
-        if not any(p.startswith(case.spec.prefix) for p in parts) and key[len(DISK_PREFIX):] not in base_keys \
+        if not any(p.startswith(case.spec.prefix) for p in parts) and key[len(prefix):] not in base_keys \
                 and ".base_layer." not in key:
             raise AssertionError(f"key {key!r} neither carries the method prefix {case.spec.prefix!r} nor names a base tensor")
-    live = {t.data_ptr() for t in saved_tensors(model, name).values()}
-    if {t.data_ptr() for t in state.values()} != live:
+    # a materialized prompt is computed for saving (PEFT saves P-tuning's MLP output, not the MLP)
+    computed = set(getattr(tuner, "materialized_state", lambda _n: {})(name))
+    live = {k: t.data_ptr() for k, t in saved_tensors(model, name).items()}
+    if set(state) != set(live) or any(state[k].data_ptr() != p for k, p in live.items() if k not in computed):
         raise AssertionError("get_peft_model_state_dict() does not return exactly the adapter's own tensors")
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, selected_adapters=[name])
@@ -371,7 +377,7 @@ def check_only_adapter_params_train(case: Case) -> None:
     """Exactly the adapter's saved tensors get gradients; base weights never change."""
     name = case.names[0]
     model = case.peft([(name, False)])
-    saved = {id(t) for t in saved_tensors(model, name).values()}
+    saved = {id(t) for t in saved_tensors(model, name).values()} | {id(t) for t in own_tensors(model, name)}
     wrong = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in saved]
     if wrong:
         raise AssertionError(f"parameters outside the adapter require gradients: {wrong[:4]}")
@@ -432,14 +438,20 @@ def _alone(case: Case, model: PeftModel, name: str, second: bool) -> PeftModel:
     """
     alone = case.peft([(name, second)], perturb=False)
     prefix = case.spec.prefix
+    from ..serialization import tuner_of
+
+    computed = set(getattr(tuner_of(model), "materialized_state", lambda _n: {})(name))  # copied below instead
     state = {k: v for k, v in get_peft_model_state_dict(model, adapter_name=name).items()
-             if any(part.startswith(prefix) for part in k.split("."))}
+             if any(part.startswith(prefix) for part in k.split(".")) and k not in computed}
     result = set_peft_model_state_dict(alone, state, adapter_name=name)
-    result = result._replace(missing_keys=[k for k in result.missing_keys
-                                           if any(p.startswith(prefix) for p in k.split("."))])
+    result = result._replace(missing_keys=[k for k in result.missing_keys if k not in computed
+                                           and any(p.startswith(prefix) for p in k.split("."))])
     if result.missing_keys or result.unexpected_keys:
         raise AssertionError(f"copying adapter {name!r}: missing {result.missing_keys[:3]}, "
                              f"unexpected {result.unexpected_keys[:3]}")
+    with torch.no_grad():  # a prompt encoder may train more than it saves (the materialized prompt): copy all of it
+        for mine, theirs in zip(prompt_tensors(alone, name), prompt_tensors(model, name)):
+            mine.copy_(theirs)
     return alone
 
 
@@ -510,7 +522,8 @@ def check_dtype_and_autocast(case: Case) -> None:
                                        (torch.bfloat16, False, torch.bfloat16)):
         model = case.peft([(name, False)], model=case.base().to(base_dtype), autocast_adapter_dtype=autocast)
         layers = [layer for _, layer in adapter_layers(model)]
-        dtypes = {t.dtype for layer in layers for t in layer.adapter_state_dict(name).values() if t.is_floating_point()}
+        tensors = [t for layer in layers for t in layer.adapter_state_dict(name).values()]
+        dtypes = {t.dtype for t in tensors + prompt_tensors(model, name) if t.is_floating_point()}
         if dtypes != {want}:
             raise AssertionError(f"base {base_dtype}, autocast_adapter_dtype={autocast}: adapter tensors are "
                                  f"{sorted(map(str, dtypes))}, expected {want}")
@@ -518,6 +531,40 @@ def check_dtype_and_autocast(case: Case) -> None:
         out = case.run(model, inputs)
         if not torch.isfinite(out).all():
             raise AssertionError(f"base {base_dtype}, autocast_adapter_dtype={autocast}: non-finite output")
+
+
+@check(C.INPUT_TRANSFORM)
+def check_generate_matches_stepwise_forward(case: Case) -> None:
+    """Greedy ``generate`` (cached, prompt injected once) picks the tokens full forwards over the growing text pick.
+
+    Applies to methods that transform inputs or the cache: their prompt must enter on the first
+    generation step only, with attention masks and cache positions right, which a plain forward
+    over the whole sequence at every step checks independently. Non-generative tasks pass.
+    """
+    model = case.peft()
+    if not hasattr(type(model), "generate"):
+        return
+    ids, steps = case.inputs["input_ids"], 3
+    mask = torch.ones_like(ids)
+    seq2seq = "decoder_input_ids" in case.inputs
+    config = model.get_base_model().config
+    eos = getattr(config, "eos_token_id", None)
+    start = torch.full((ids.shape[0], 1), config.decoder_start_token_id) if seq2seq else ids
+    expected = start
+    with torch.no_grad():
+        for _ in range(steps):
+            extra = {"decoder_input_ids": expected} if seq2seq else {}
+            out = model(input_ids=ids if seq2seq else expected,
+                        attention_mask=mask if seq2seq else torch.ones_like(expected), **extra)
+            expected = torch.cat([expected, out.logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False)
+    for row in range(ids.shape[0]):
+        want = expected[row].tolist()
+        new = want[start.shape[1]:]
+        if eos in new:  # generation stops (and pads) after an end-of-sequence token
+            want = want[: start.shape[1] + new.index(eos) + 1]
+        if got[row, : len(want)].tolist() != want:
+            raise AssertionError(f"row {row}: generate() gave {got[row].tolist()}, step-by-step forwards {want}")
 
 
 @check()

@@ -23,9 +23,21 @@ def saved_tensors(model: nn.Module, adapter_name: str) -> dict[str, torch.Tensor
     return {key: tensor for key, (_, tensor) in adapter_entries(tuner_of(model), adapter_name).items()}
 
 
+def prompt_tensors(model: nn.Module, adapter_name: str) -> list[torch.Tensor]:
+    """Parameters of ``adapter_name``'s prompt encoder (prompt-learning methods), in a fixed order.
+
+    A reparameterized prompt (P-tuning's MLP, prefix tuning's projection) trains more tensors
+    than it saves: only the materialized prompt is written, as Hugging Face PEFT does.
+    """
+    encoders = getattr(tuner_of(model), "prompt_encoder", None)
+    if encoders is None or adapter_name not in encoders:
+        return []
+    return [p for _, p in sorted(encoders[adapter_name].named_parameters())]
+
+
 def own_tensors(model: nn.Module, adapter_name: str) -> list[torch.Tensor]:
-    """Tensors only ``adapter_name`` owns: its layer tensors and modules_to_save copies (no shared biases)."""
-    out: list[torch.Tensor] = []
+    """Tensors only ``adapter_name`` owns: its layer tensors, prompt encoder and modules_to_save copies (no shared biases)."""
+    out: list[torch.Tensor] = list(prompt_tensors(model, adapter_name))
     for _, module in tuner_of(model).adapter_modules():
         if isinstance(module, AdapterLayer):
             out.extend(module.adapter_state_dict(adapter_name).values())
