@@ -141,8 +141,9 @@ def peft_core_state_dict_pre_save(
     """Adjust the adapter state dict in place just before it is written.
 
     ``state_dict`` already holds the keys in the on-disk form (``base_model.model.<path>.
-    <attr>...`` with the adapter name removed). Methods with tensors that live outside
-    their layers (VeRA's shared projections) add them here.
+    <attr>...`` with the adapter name removed), plus the adapter's persistent tuner-level
+    tensors (``tuner.shared_tensors``, e.g. VeRA's projections) as ``base_model.<name>``.
+    Methods rename, reshape or add tensors here (AdaLoRA cuts pruned ranks out).
     """
 
 

@@ -135,3 +135,20 @@ def test_config_validation_and_registration():
     from peft_core import VeraModel
 
     assert exported is VeraConfig and VeraModel is spec.exports["VeraModel"]
+
+
+def test_a_failing_init_shared_removes_the_adapter_again(monkeypatch):
+    import peft_core_vera.projections as projections
+
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no projections today")
+
+    monkeypatch.setattr(projections, "projection_pair", broken)
+    with pytest.raises(RuntimeError, match="no projections today"):
+        model.add_adapter("second", VeraConfig(r=2, target_modules=["v_proj"]))
+    assert set(model.peft_config) == {"default"} and not _layers(model, "second")
+    assert not model.base_model.shared_tensors.has("vera_A", "second")
+    assert set(model.state_dict()) == set(before)
