@@ -51,6 +51,13 @@ def _expert_config(name: str, path: str, trainable: bool) -> LoraConfig:
     return config
 
 
+def _freeze_experts(tuner: AdapterModel, experts: dict[str, LoraConfig]) -> None:
+    for _, layer in tuner.adapter_layers():
+        for name, config in experts.items():
+            for param in layer.adapter_parameters(name):
+                param.requires_grad_(not config.inference_mode)
+
+
 class XLoraModel(AdapterModel):
     """LoRA experts in ``self.model``, mixed per token by ``internal_xlora_classifier``."""
 
@@ -59,19 +66,28 @@ class XLoraModel(AdapterModel):
         config = peft_config[adapter_name] if isinstance(peft_config, dict) else peft_config
         experts = self._check(model, config, adapter_name)
         super().__init__(model, experts, adapter_name=next(iter(experts)), autocast_adapter_dtype=autocast_adapter_dtype)
+        lora_layers = [m for _, m in walk_modules(self.model) if isinstance(m, LoraLayer)]
+        try:
+            if any(isinstance(m, LoraConv) for m in lora_layers):
+                raise ConfigError("X-LoRA weighs the tokens of sequence models; an expert targets a convolution, "
+                                  "which has no token axis. Use experts on linear/embedding layers.")
+            for name, path in config.adapters.items():
+                self._load_expert(name, path)
+        except BaseException:
+            super().unload()  # the model is left as it was given
+            raise
+        # the experts are the X-LoRA adapter's parts, not adapters of their own: peft_config holds only it
+        self._experts = {name: self.peft_config.pop(name) for name in experts}
+        self.peft_config[adapter_name] = config
         self._xlora_name = adapter_name
         self._disabled = False
-        for name, path in config.adapters.items():
-            self._load_expert(name, path)
-        self.peft_config[adapter_name] = config
         self.set_adapter(list(experts))
-        lora_layers = [m for _, m in walk_modules(self.model) if isinstance(m, LoraLayer)]
-        if any(isinstance(m, LoraConv) for m in lora_layers):
-            raise ConfigError("X-LoRA weighs the tokens of sequence models; an expert targets a convolution, "
-                              "which has no token axis. Use experts on linear/embedding layers.")
         reference = next(model.parameters())
+        dtype = reference.dtype
+        if autocast_adapter_dtype and dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32  # trained in fp32 over a half-precision base, like every adapter here
         self.internal_xlora_classifier = XLoraClassifier(config, len(experts), len(lora_layers)).to(
-            device=reference.device, dtype=reference.dtype)
+            device=reference.device, dtype=dtype)
         self.internal_xlora_classifier.requires_grad_(not config.inference_mode)
         self.internal_xlora_classifier.train(model.training)  # dropout follows the model's mode, as PEFT's eval()
         self._mixing = MixingState(config)
@@ -106,7 +122,8 @@ class XLoraModel(AdapterModel):
         generation = getattr(model, "generation_config", None)
         if getattr(generation, "use_cache", False):
             generation.use_cache = False
-        return {name: _expert_config(name, path, config.use_trainable_adapters) for name, path in config.adapters.items()}
+        trainable = config.use_trainable_adapters and not config.inference_mode
+        return {name: _expert_config(name, path, trainable) for name, path in config.adapters.items()}
 
     def _load_expert(self, name: str, path: str) -> None:
         result = set_peft_model_state_dict(self, load_peft_weights(path), adapter_name=name)
@@ -142,7 +159,7 @@ class XLoraModel(AdapterModel):
                 out = module(*args, **{**kwargs, "output_hidden_states": True, "return_dict": True})
         finally:
             self._mixing.in_scaling_pass = False
-        weights = classifier(out.hidden_states[-1])
+        weights = classifier(out.hidden_states[-1].to(dtype))
         self._latest = weights
         if self._logging:
             self._log.append(weights)
@@ -160,6 +177,12 @@ class XLoraModel(AdapterModel):
             return {}
         return {f"base_model.{CLASSIFIER}.{k}": (f"base_model.{CLASSIFIER}.{k}", t)
                 for k, t in self.internal_xlora_classifier.state_dict(keep_vars=True).items()}
+
+    def _config(self, adapter_name: str) -> PeftConfig:
+        experts = self.__dict__.get("_experts")
+        if experts is not None and adapter_name in experts:
+            return experts[adapter_name]
+        return super()._config(adapter_name)
 
     @property
     def active_adapters(self) -> list[str]:
@@ -186,6 +209,8 @@ class XLoraModel(AdapterModel):
                 self.spec_for(self._xlora_name).require(Capability.MULTI_ADAPTER, f"activating {names} alone")
             names = self.experts
         super().set_adapter(names, inference_mode=inference_mode)
+        if "_experts" in self.__dict__:  # the core sets trainability from peft_config, which no longer lists them
+            _freeze_experts(self, self._experts)
 
     def _set_enabled(self, enabled: bool) -> None:
         super()._set_enabled(enabled)
@@ -224,6 +249,7 @@ class XLoraModel(AdapterModel):
             self.spec_for(self._xlora_name).require(Capability.MULTI_ADAPTER, f"deleting the expert {adapter_name!r}")
         self.unload()
         self.peft_config.clear()
+        self._experts.clear()
         self._active = []
 
     # -- PEFT's X-LoRA helpers ------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -124,13 +125,21 @@ def test_generate_recomputes_weights_over_the_whole_sequence() -> None:
     assert model.get_latest_scalings().shape[1] == 5  # the last step saw every token but the new one
 
 
-def test_saved_directory_holds_the_experts_as_lora_adapters(tmp_path: Path) -> None:
+def test_saved_directory_holds_the_config_and_classifier_only(tmp_path: Path) -> None:
     model = xlora(xlora_depth=2, xlora_size=4)
+    expected = logits(model)
     model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "XLORA"
-    expert = PeftModel.from_pretrained(base(), tmp_path / "expert_a")
-    reference = PeftModel.from_pretrained(base(), saved_experts()["expert_a"])
-    torch.testing.assert_close(logits(expert), logits(reference), atol=0, rtol=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["adapters"] == saved_experts()
+    assert set(model.peft_config) == {"default"} and model.active_adapters == ["default"]
+    # the experts are found through config.adapters; another location can be given with config=
+    moved = tmp_path / "moved"
+    for name, path in saved_experts().items():
+        shutil.copytree(path, moved / name)
+    config = XLoraConfig.from_pretrained(tmp_path)
+    config.adapters = {name: str(moved / name) for name in config.adapters}
+    reloaded = PeftModel.from_pretrained(base(), tmp_path, config=config)
+    torch.testing.assert_close(logits(reloaded), expected, atol=0, rtol=0)
 
 
 def test_refusals_say_what_to_do(tmp_path: Path) -> None:
