@@ -31,7 +31,8 @@ from ..layer import AdapterLayer
 from ..model import PeftModel
 from ..names import BASE_ADAPTER_NAME
 from ..registry import Capability, MethodSpec
-from ..serialization import DISK_PREFIX, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+from ..serialization import (DISK_PREFIX, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict,
+                             tuner_of)
 from .cases import Case, adapter_layers
 from .probes import (
     adapter_modules_in,
@@ -523,7 +524,8 @@ def check_dtype_and_autocast(case: Case) -> None:
         model = case.peft([(name, False)], model=case.base().to(base_dtype), autocast_adapter_dtype=autocast)
         layers = [layer for _, layer in adapter_layers(model)]
         tensors = [t for layer in layers for t in layer.adapter_state_dict(name).values()]
-        dtypes = {t.dtype for t in tensors + prompt_tensors(model, name) if t.is_floating_point()}
+        held = [t for _, t in tuner_of(model).tuner_entries(name).values()]  # tensors the tuner holds (X-LoRA)
+        dtypes = {t.dtype for t in tensors + prompt_tensors(model, name) + held if t.is_floating_point()}
         if dtypes != {want}:
             raise AssertionError(f"base {base_dtype}, autocast_adapter_dtype={autocast}: adapter tensors are "
                                  f"{sorted(map(str, dtypes))}, expected {want}")
