@@ -31,7 +31,7 @@ def scheduled_budget(step: int, config: Any, total: int) -> int | None:
 
 
 def keep_most_important(layers: list[AdamssLayer], adapter_name: str, budget: int) -> int:
-    """Leave the ``budget`` highest-scoring subspaces trainable and freeze the other scored ones; returns how many train.
+    """Leave the ``budget`` highest-scoring subspaces trainable, freeze the other scored ones; return how many train.
 
     Subspaces without a score yet (no gradient seen) are left as they are.
     """

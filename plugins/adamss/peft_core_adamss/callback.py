@@ -31,7 +31,9 @@ def _tuner(model: nn.Module | None) -> Any:
 class AdamssAsaCallback(TrainerCallback):
     """Calls ``update_and_allocate(state.global_step)`` after every optimizer step, before gradients are cleared."""
 
-    def on_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any) -> Any:
+    def on_optimizer_step(
+        self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any
+    ) -> Any:
         tuner = _tuner(model)
         if tuner is not None:
             update_and_allocate(tuner, state.global_step)

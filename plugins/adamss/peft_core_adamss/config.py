@@ -78,7 +78,8 @@ class AdamssConfig(PeftConfig):
         if not _int(self.random_seed):
             raise ConfigError(f"random_seed must be an integer, got {self.random_seed!r}.")
         if not _number(self.svd_threshold) or not 0 <= self.svd_threshold <= 1:
-            raise ConfigError(f"svd_threshold must be a fraction of the largest singular value in [0, 1], got {self.svd_threshold!r}.")
+            raise ConfigError("svd_threshold must be a fraction of the largest singular value in [0, 1], "
+                              f"got {self.svd_threshold!r}.")
         for name in ("init_warmup", "final_warmup", "asa_target_subspaces", "mask_interval"):
             if not _int(getattr(self, name)):
                 raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}.")
@@ -93,13 +94,13 @@ class AdamssConfig(PeftConfig):
 
     def _check_asa_schedule(self) -> None:
         if self.mask_interval <= 0:
-            raise ConfigError(f"mask_interval must be a positive number of steps when use_asa=True, got {self.mask_interval}.")
+            raise ConfigError(f"mask_interval must be a positive step count with use_asa, got {self.mask_interval}.")
         if self.init_warmup >= self.final_warmup:
             raise ConfigError(
                 f"init_warmup ({self.init_warmup}) must be smaller than final_warmup ({self.final_warmup}) when "
                 "use_asa=True: pruning happens between them."
             )
         if self.asa_target_subspaces <= 0:
-            raise ConfigError(f"asa_target_subspaces must be positive when use_asa=True, got {self.asa_target_subspaces}.")
+            raise ConfigError(f"asa_target_subspaces must be positive with use_asa, got {self.asa_target_subspaces}.")
         if self.asa_schedule_exponent <= 0:
-            raise ConfigError(f"asa_schedule_exponent must be positive when use_asa=True, got {self.asa_schedule_exponent}.")
+            raise ConfigError(f"asa_schedule_exponent must be positive with use_asa, got {self.asa_schedule_exponent}.")

@@ -52,7 +52,8 @@ class SubspaceImportance:
         """Importance × uncertainty, averaged over A's and B's entries; ``None`` before any gradient."""
         if self.importance_A[i] is None or self.importance_B[i] is None:
             return None
-        return (self.importance_A[i] * self.uncertainty_A[i]).mean() + (self.importance_B[i] * self.uncertainty_B[i]).mean()
+        a = (self.importance_A[i] * self.uncertainty_A[i]).mean()
+        return a + (self.importance_B[i] * self.uncertainty_B[i]).mean()
 
 
 def _accumulate(param: torch.Tensor, importance: list, uncertainty: list, i: int, beta_i: float, beta_u: float) -> None:

@@ -33,7 +33,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
                 Capability.WEIGHTED_COMBINE: "each adapter's subspaces come from its own clustering; summing factors "
                 "of different subspaces has no meaning (PEFT has no add_weighted_adapter for AdaMSS)",
                 Capability.HOTSWAP: "not implemented for AdaMSS",
-                Capability.QUANTIZED_BASE: "the SVD of the base weight is taken in full precision; untested on quantized bases",
+                Capability.QUANTIZED_BASE: "the SVD needs the full-precision base weight; untested on quantized bases",
                 Capability.MIXED_METHODS: "not tested together with other methods' layers",
             },
             exports={"AdamssModel": AdamssModel},

@@ -36,7 +36,8 @@ def cluster_rows(left_vectors: torch.Tensor, num_subspaces: int) -> list[torch.T
     try:
         from sklearn.cluster import KMeans
     except ImportError:  # pragma: no cover - scikit-learn is a dependency of this distribution
-        raise ConfigError("AdaMSS clusters singular vectors with scikit-learn; install it (pip install scikit-learn).") from None
+        raise ConfigError("AdaMSS clusters singular vectors with scikit-learn; "
+                          "install it (pip install scikit-learn).") from None
     points = left_vectors.detach().cpu().float().numpy()
     k = min(num_subspaces, points.shape[0])
     labels = KMeans(n_clusters=k, init="random", n_init=1, max_iter=KMEANS_ITERATIONS,

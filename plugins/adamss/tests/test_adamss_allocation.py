@@ -16,8 +16,8 @@ from peft_core_adamss.allocation import scheduled_budget
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-ASA = dict(target_modules=["q_proj", "v_proj"], r=8, num_subspaces=3, subspace_rank=2, use_asa=True,
-           asa_target_subspaces=4, init_warmup=2, final_warmup=6, mask_interval=2, task_type="CAUSAL_LM")
+ASA = {"target_modules": ["q_proj", "v_proj"], "r": 8, "num_subspaces": 3, "subspace_rank": 2, "use_asa": True,
+       "asa_target_subspaces": 4, "init_warmup": 2, "final_warmup": 6, "mask_interval": 2, "task_type": "CAUSAL_LM"}
 
 
 def _trainable_subspaces(model) -> int:

@@ -73,7 +73,8 @@ def test_identity_only_with_orthogonal_init():
     with torch.no_grad():
         base = tiny_llama()(**inputs).logits
         same = get_peft_model(tiny_llama(), AdamssConfig(target_modules=["v_proj"], r=8))(**inputs).logits
-        moved = get_peft_model(tiny_llama(), AdamssConfig(target_modules=["v_proj"], r=8, init_weights=None))(**inputs).logits
+        random = AdamssConfig(target_modules=["v_proj"], r=8, init_weights=None)
+        moved = get_peft_model(tiny_llama(), random)(**inputs).logits
     assert torch.equal(same, base)
     assert not torch.equal(moved, base)
 

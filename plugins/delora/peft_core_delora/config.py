@@ -52,7 +52,8 @@ class DeloraConfig(PeftConfig):
         if not _positive_int(self.r):
             raise ConfigError(f"r must be a positive integer, got {self.r!r}.")
         if not _number(self.delora_lambda):
-            raise ConfigError(f"delora_lambda must be a number (the bound on the update's norm), got {self.delora_lambda!r}.")
+            raise ConfigError(f"delora_lambda must be a number (the bound on the update's norm), "
+                              f"got {self.delora_lambda!r}.")
         if not _number(self.module_dropout) or not 0.0 <= self.module_dropout < 1.0:
             raise ConfigError(f"module_dropout must be a probability in [0, 1), got {self.module_dropout!r}.")
         if self.bias not in BIAS_CHOICES:

@@ -84,7 +84,8 @@ def test_identity_at_init_only_with_init_weights():
     with torch.no_grad():
         base = tiny_llama()(**inputs).logits
         same = get_peft_model(tiny_llama(), DeloraConfig(target_modules=["v_proj"]))(**inputs).logits
-        moved = get_peft_model(tiny_llama(), DeloraConfig(target_modules=["v_proj"], init_weights=False))(**inputs).logits
+        random = DeloraConfig(target_modules=["v_proj"], init_weights=False)
+        moved = get_peft_model(tiny_llama(), random)(**inputs).logits
     assert torch.equal(same, base)
     assert not torch.allclose(moved, base)
 

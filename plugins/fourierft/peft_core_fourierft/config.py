@@ -61,7 +61,8 @@ class FourierFTConfig(PeftConfig):
         if self.n_frequency_pattern is None:
             self.n_frequency_pattern = {}
         if not isinstance(self.n_frequency_pattern, dict):
-            raise ConfigError(f"n_frequency_pattern must map module names to n_frequency values, got {self.n_frequency_pattern!r}.")
+            raise ConfigError("n_frequency_pattern must map module names to n_frequency values, "
+                              f"got {self.n_frequency_pattern!r}.")
         for key, value in self.n_frequency_pattern.items():
             if not _positive_int(value):
                 raise ConfigError(f"n_frequency_pattern[{key!r}] must be a positive integer, got {value!r}.")

@@ -63,7 +63,7 @@ class FourierFTLayer(AdapterLayer):
         self.fourierft_spectrum[adapter_name] = nn.Parameter(spectrum)
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """``Re(IDFT2(S)) · scaling`` with ``S`` the sparse spectrum; computed in fp32 (no half-precision FFT on CPU)."""
+        """``Re(IDFT2(S)) · scaling`` with ``S`` the sparse spectrum, in fp32 (CPU has no half-precision FFT)."""
         coefficients = self.fourierft_spectrum[adapter_name]
         rows, cols = self.indices[adapter_name].to(coefficients.device)
         dense = torch.zeros(self.description.out_features, self.description.in_features, device=coefficients.device)
@@ -86,7 +86,8 @@ def create_fourierft_layer(
         )
     if description.fan_in_fan_out != config.fan_in_fan_out:
         layout = "Conv1D (stored (in, out))" if description.fan_in_fan_out else "nn.Linear"
-        warnings.warn(f"target {module_name!r} is a {layout} layer; setting fan_in_fan_out={description.fan_in_fan_out}.",
+        warnings.warn(f"target {module_name!r} is a {layout} layer; "
+                      f"setting fan_in_fan_out={description.fan_in_fan_out}.",
                       UserWarning, stacklevel=2)
         config.fan_in_fan_out = description.fan_in_fan_out
     layer = FourierFTLayer(target, description)

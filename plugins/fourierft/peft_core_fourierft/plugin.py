@@ -43,7 +43,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             },
             extra_parameters=bias_parameters,
             exports={"FourierFTModel": FourierFTModel},
-            description="FourierFT: weight updates as a few learned spectral coefficients at seeded random frequencies.",
+            description="FourierFT: weight updates as learned spectral coefficients at seeded random frequencies.",
             paper="https://arxiv.org/abs/2405.03003",
         )
     )
