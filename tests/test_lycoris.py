@@ -82,7 +82,8 @@ def test_hadamard_product_is_elementwise_product_of_low_rank_pairs():
 
 def test_tucker_rebuild_contracts_core_with_mode_factors():
     gen = torch.Generator().manual_seed(1)
-    core, out_f, in_f = torch.randn(2, 2, 3, 3, generator=gen), torch.randn(2, 7, generator=gen), torch.randn(2, 4, generator=gen)
+    core = torch.randn(2, 2, 3, 3, generator=gen)
+    out_f, in_f = torch.randn(2, 7, generator=gen), torch.randn(2, 4, generator=gen)
     kernel = tucker_rebuild(core, out_f, in_f)
     assert kernel.shape == (7, 4, 3, 3)
     expected = sum(core[a, b][None, None] * out_f[a][:, None, None, None] * in_f[b][None, :, None, None]

@@ -23,4 +23,6 @@ class LoHaConfig(LycorisConfig):
         super().__post_init__()
         self.peft_type = "LOHA"
         if not isinstance(self.init_weights, bool):
-            raise ConfigError(f"init_weights must be True (start at ΔW = 0) or False (random), got {self.init_weights!r}.")
+            raise ConfigError(
+                f"init_weights must be True (start at ΔW = 0) or False (random), got {self.init_weights!r}."
+            )

@@ -25,9 +25,11 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             layer_factory=create_loha_layer,
             capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
             unsupported={
-                Capability.WEIGHTED_COMBINE: "add_weighted_adapter is not implemented for LoHa",
-                Capability.HOTSWAP: "not implemented for LoHa",
-                Capability.MIXED_METHODS: "not tested together with other methods' layers",
+                Capability.WEIGHTED_COMBINE: ("add_weighted_adapter is not implemented for LoHa "
+                                              "(Hugging Face PEFT has none either)"),
+                Capability.HOTSWAP: "hot-swapping is not implemented for LoHa (no peft_core_hotswap_support)",
+                Capability.MIXED_METHODS: ("the layer follows the AdapterLayer protocol, but sharing a model with "
+                                           "other methods is not tested yet"),
             },
             exports={"LoHaModel": LoHaModel},
             description="Low-rank Hadamard product (LyCORIS): ΔW = (w1a w1b) ⊙ (w2a w2b) · alpha / r.",

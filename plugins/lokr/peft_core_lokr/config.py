@@ -11,7 +11,7 @@ from peft_core.lycoris import LycorisConfig
 
 @dataclass
 class LoKrConfig(LycorisConfig):
-    """LoKr: ``ΔW = kron(w1, w2) · alpha / r`` with ``w1`` ``(a, c)`` and ``w2`` ``(b, d)``, ``out = a·b``, ``in = c·d``.
+    """LoKr: ``ΔW = kron(w1, w2) · alpha / r``, ``w1`` ``(a, c)``, ``w2`` ``(b, d)``, ``out = a·b``, ``in = c·d``.
 
     Each layer splits its sizes with :func:`peft_core.lycoris.factorization` (``decompose_factor``
     steers the split; ``-1`` picks factors near the square root). ``w2`` becomes a rank-``r``

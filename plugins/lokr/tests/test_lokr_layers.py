@@ -14,7 +14,8 @@ from peft_core_lokr import LoKrConfig, LoKrLayer
 
 
 def _layer(in_features=48, out_features=20, **kwargs):
-    model = get_peft_model(nn.Sequential(nn.Linear(in_features, out_features)), LoKrConfig(target_modules=["0"], **kwargs))
+    base = nn.Sequential(nn.Linear(in_features, out_features))
+    model = get_peft_model(base, LoKrConfig(target_modules=["0"], **kwargs))
     layer = model.base_model.model[0]
     assert isinstance(layer, LoKrLayer)
     return model, layer
