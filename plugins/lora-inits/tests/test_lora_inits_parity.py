@@ -207,3 +207,34 @@ def test_loftq_config_is_exported_and_saved_like_peft(tmp_path):
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved["loftq_config"] == {"loftq_bits": 4, "loftq_iter": 2}
     assert peft.PeftConfig.from_pretrained(tmp_path).loftq_config == {"loftq_bits": 4, "loftq_iter": 2}
+
+
+def test_replace_lora_weights_loftq_equals_peft_on_a_4bit_model(tmp_path):
+    import warnings
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from peft_core import replace_lora_weights_loftq
+
+    tiny_llama().save_pretrained(tmp_path)
+
+    def quantized():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+            return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=config).eval()
+
+    kwargs = {"r": 4, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+    torch.manual_seed(SEED)
+    ours = get_peft_model(quantized(), LoraConfig(**kwargs))
+    kept = []
+    replace_lora_weights_loftq(ours, model_path=tmp_path, callback=lambda model, name: kept.append(name) or "v_proj" not in name)
+    torch.manual_seed(SEED)
+    theirs = peft.get_peft_model(quantized(), peft.LoraConfig(**kwargs))
+    with _cuda_as_cpu():
+        peft.replace_lora_weights_loftq(theirs, model_path=str(tmp_path), callback=lambda model, name: "v_proj" not in name)
+    mine, other = get_peft_model_state_dict(ours), peft.get_peft_model_state_dict(theirs)
+    assert len(kept) == 6 and sorted(mine) == sorted(other)
+    assert max(max_diff(mine[k], other[k]) for k in mine) <= ATOL
+    assert all(not mine[k].any() for k in mine if "v_proj.lora_B" in k)  # rolled back: B stays zero
+    assert all(mine[k].any() for k in mine if "q_proj.lora_B" in k)
