@@ -114,7 +114,9 @@ class XLoraModel(AdapterModel):
             config.hidden_size = model_hidden
         elif model_hidden is not None and config.hidden_size != model_hidden:
             raise ConfigError(f"XLoraConfig.hidden_size={config.hidden_size} but the model's hidden size is {model_hidden}.")
-        model_config = getattr(model, "config", None)
+        trainable = config.use_trainable_adapters and not config.inference_mode
+        experts = {name: _expert_config(name, path, trainable) for name, path in config.adapters.items()}
+        model_config = getattr(model, "config", None)  # changed only after the experts were found usable
         if getattr(model_config, "use_cache", False):
             warnings.warn("X-LoRA recomputes its expert weights over the whole sequence at every step, so it cannot use "
                           "a KV cache: setting model.config.use_cache = False.", UserWarning, stacklevel=4)
@@ -122,8 +124,7 @@ class XLoraModel(AdapterModel):
         generation = getattr(model, "generation_config", None)
         if getattr(generation, "use_cache", False):
             generation.use_cache = False
-        trainable = config.use_trainable_adapters and not config.inference_mode
-        return {name: _expert_config(name, path, trainable) for name, path in config.adapters.items()}
+        return experts
 
     def _load_expert(self, name: str, path: str) -> None:
         result = set_peft_model_state_dict(self, load_peft_weights(path), adapter_name=name)
