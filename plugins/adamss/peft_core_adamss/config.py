@@ -7,9 +7,12 @@ from typing import ClassVar, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.orthogonal import DEFAULT_TARGET_MODULES as LAYER_METHOD_DEFAULTS
 from peft_core.targeting import check_target_fields
 
 INITS = ("orthogonal", None)
+#: targets when none are given, by model type: the shared table plus ViT's attention (as PEFT chooses)
+DEFAULT_TARGET_MODULES = {**LAYER_METHOD_DEFAULTS, "vit": ["query", "value"]}
 
 
 def _positive_int(value: object) -> bool:
@@ -91,6 +94,9 @@ class AdamssConfig(PeftConfig):
             raise ConfigError(f"asa_schedule_exponent must be a number, got {self.asa_schedule_exponent!r}.")
         if self.use_asa:
             self._check_asa_schedule()
+
+    def default_target_modules(self, model_type: str | None) -> list[str] | None:
+        return DEFAULT_TARGET_MODULES.get(model_type or "")
 
     def _check_asa_schedule(self) -> None:
         if self.mask_interval <= 0:

@@ -35,6 +35,7 @@ CASES = {
     "llama_dynamic_rank_seed": (tiny_llama, {"target_modules": ["k_proj", "up_proj"], "r": 100, "num_subspaces": 4,
                                              "subspace_rank": 3, "use_dynamic_rank": True, "svd_threshold": 0.2,
                                              "random_seed": 17, "task_type": "CAUSAL_LM"}),
+    "llama_defaults": (tiny_llama, {"r": 8, "num_subspaces": 2}),  # targets from the model type in both libraries
     "mlp_bias_random_init": (mlp, {"target_modules": ["lin0"], "r": 6, "num_subspaces": 2, "init_weights": None,
                                    "modules_to_save": ["lin1"]}),
     "llama_asa_config": (tiny_llama, {"target_modules": ["v_proj"], "r": 4, "num_subspaces": 5, "use_asa": True,

@@ -7,6 +7,7 @@ from typing import ClassVar, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.orthogonal import DEFAULT_TARGET_MODULES
 from peft_core.targeting import check_target_fields, pattern_value
 
 BIAS_CHOICES = ("none", "all", "delora_only")
@@ -71,6 +72,9 @@ class DeloraConfig(PeftConfig):
             for key, item in value.items():
                 if not ok(item):
                     raise ConfigError(f"{name}[{key!r}] must be {what}, got {item!r}.")
+
+    def default_target_modules(self, model_type: str | None) -> list[str] | None:
+        return DEFAULT_TARGET_MODULES.get(model_type or "")
 
     def rank_for(self, module_name: str) -> int:
         return pattern_value(self.rank_pattern, module_name, self.r)

@@ -33,6 +33,7 @@ CASES = {
                                     "lambda_pattern": {"k_proj": 40}, "task_type": "CAUSAL_LM"}),
     "llama_dropout_random_init": (tiny_llama, {"target_modules": ["v_proj", "o_proj"], "r": 2, "module_dropout": 0.3,
                                                "init_weights": False}),
+    "llama_defaults": (tiny_llama, {"r": 2}),  # targets from the model type in both libraries
     "bert_bias_all": (tiny_bert, {"target_modules": ["query", "value"], "r": 4, "bias": "all"}),
     "mlp_delora_only_bias": (mlp, {"target_modules": ["lin0"], "r": 5, "bias": "delora_only",
                                     "modules_to_save": ["lin1"]}),

@@ -8,9 +8,12 @@ from typing import ClassVar, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.orthogonal import DEFAULT_TARGET_MODULES as LAYER_METHOD_DEFAULTS
 from peft_core.targeting import check_target_fields
 
 BIAS_CHOICES = ("none", "all", "fourier_only")
+#: targets when none are given, by model type: the shared table, but GPT-2's MLP output (as PEFT chooses)
+DEFAULT_TARGET_MODULES = {**LAYER_METHOD_DEFAULTS, "gpt2": ["mlp.c_proj"], "gpt_bigcode": ["mlp.c_proj"]}
 
 
 def _positive_int(value: object) -> bool:
@@ -66,6 +69,9 @@ class FourierFTConfig(PeftConfig):
         for key, value in self.n_frequency_pattern.items():
             if not _positive_int(value):
                 raise ConfigError(f"n_frequency_pattern[{key!r}] must be a positive integer, got {value!r}.")
+
+    def default_target_modules(self, model_type: str | None) -> list[str] | None:
+        return DEFAULT_TARGET_MODULES.get(model_type or "")
 
     def n_frequency_for(self, module_name: str) -> int:
         """``n_frequency`` of one module: the first pattern key that ends its name after a dot, or the full name.

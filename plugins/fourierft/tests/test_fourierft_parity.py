@@ -42,6 +42,9 @@ CASES = {
                                     "task_type": "CAUSAL_LM"}),
     "gpt2_conv1d": (tiny_gpt2, {"target_modules": ["c_attn", "mlp.c_proj"], "n_frequency": 100,
                                 "fan_in_fan_out": True, "scaling": 50.0}),
+    # target_modules and fan_in_fan_out left unset: both libraries take them from the model
+    "gpt2_defaults": (tiny_gpt2, {"n_frequency": 60}),
+    "llama_defaults": (tiny_llama, {"n_frequency": 60}),
     "mlp_fourier_only_bias": (mlp, {"target_modules": ["lin0"], "n_frequency": 33, "bias": "fourier_only",
                                     "modules_to_save": ["lin1"], "init_weights": True}),
 }
