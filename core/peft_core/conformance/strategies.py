@@ -158,6 +158,27 @@ def model_kind_fields(
     return fields
 
 
+def target_module_forms(
+    draw: st.DrawFn, kind: str, targets: list[str], forms: tuple[str, ...] = ("list", "regex", "layers", "default")
+) -> tuple[Any, dict[str, Any]]:
+    """``(target_modules, extra fields)`` in one of the forms users write, drawn on the tiny Llama.
+
+    ``"list"`` keeps the names, ``"regex"`` turns them into one full-name pattern, ``"layers"``
+    adds ``layers_to_transform``, ``"default"`` leaves ``target_modules`` unset (the model type's
+    defaults). Other model kinds keep the list: their module names are not what the forms test.
+    """
+    if kind != "tiny_llama":
+        return targets, {}
+    form = draw(st.sampled_from(forms))
+    if form == "regex":
+        return r".*\.(" + "|".join(targets) + ")", {}
+    if form == "layers":
+        return targets, {"layers_to_transform": draw(st.sampled_from([0, [1], [0, 1]]))}
+    if form == "default":
+        return None, {}
+    return targets, {}
+
+
 def case_strategy(spec: Any, method_cases: Any, kinds: tuple[str, ...] | None = None) -> st.SearchStrategy[Any]:
     """Draw :class:`~peft_core.conformance.cases.Case` objects for one method (on ``kinds`` models only)."""
     from ..plugins import registry

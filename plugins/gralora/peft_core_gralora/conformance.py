@@ -27,7 +27,10 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"],
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
@@ -35,15 +38,7 @@ def _configs(st: Any, kind: str) -> Any:
     def build(draw: Any) -> GraloraConfig:
         targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names)))
                               | ({ALWAYS[kind]} if kind in ALWAYS else set()))
-        extra: dict[str, Any] = {}
-        if kind == "tiny_llama":
-            style = draw(st.sampled_from(["list", "regex", "layers", "default"]))
-            if style == "regex":
-                targets = r".*\.(" + "|".join(targets) + ")"
-            elif style == "layers":
-                extra["layers_to_transform"] = draw(st.sampled_from([0, [1], [0, 1]]))
-            elif style == "default":
-                targets = None
+        targets, extra = target_module_forms(draw, kind, targets)
         extra.update(model_kind_fields(draw, kind, TASK_TYPES))
         k = draw(st.sampled_from([1, 2, 4]))
         return GraloraConfig(

@@ -40,7 +40,10 @@ def strided_mask(base_layer: torch.nn.Module, r: int, **kwargs: Any) -> torch.Te
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
@@ -48,8 +51,7 @@ def _configs(st: Any, kind: str) -> Any:
     def build(draw: Any) -> ShiraConfig:
         targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names)))
                               | ({ALWAYS[kind]} if kind in ALWAYS else set()))
-        if kind == "tiny_llama" and draw(st.booleans()):
-            targets = r".*\.(" + "|".join(targets) + ")"
+        targets, _ = target_module_forms(draw, kind, targets, ("list", "regex"))
         mask = draw(st.sampled_from(["random", "seeded", "custom"]))
         with warnings.catch_warnings():  # a custom mask_type warns until mask_fn is set, just below
             warnings.simplefilter("ignore", UserWarning)
