@@ -100,3 +100,18 @@ def test_callback_drives_allocation_in_a_trainer(tmp_path, trainer_kind):
     trainer = cls(model=model, args=args, train_dataset=data, callbacks=[AdamssAsaCallback()])
     trainer.train()
     assert _trainable_subspaces(model) == 4
+
+
+def test_peft_core_training_loop_drives_allocation_through_on_backward():
+    """peft-core's own loop (``peft_core.training.train``) takes the plain method as its ``on_backward`` hook."""
+    from peft_core.training import TrainSettings, train
+    from peft_core.training.data import TokenData
+
+    gen = torch.Generator().manual_seed(0)
+    data = TokenData(train=torch.randint(1, 97, (400,), generator=gen), eval=torch.randint(1, 97, (60,), generator=gen),
+                     seq_len=12)
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_llama(initializer_range=0.15), AdamssConfig(**ASA))
+    settings = TrainSettings(steps=8, batch_size=4, warmup_steps=0, eval_every=0)
+    train(model, data, settings, progress=False, on_backward=lambda step, m: m.base_model.update_and_allocate(step))
+    assert _trainable_subspaces(model) == 4
