@@ -293,9 +293,11 @@ def test_use_dora_without_the_dora_plugin_says_what_to_install(without_dora):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"init_lora_weights": "pissa"}, "init_lora_weights='pissa' is not available"),
+        # a value no plugin serves ("pissa" is served once peft-core-lora-inits is installed)
+        ({"init_lora_weights": "not_an_init"}, "init_lora_weights='not_an_init' is not available"),
         ({"layer_replication": [[0, 1]]}, "layer_replication"),
-        ({"loftq_config": {"loftq_bits": 4}}, "loftq_config is not supported"),
+        # refused by LoRA without peft-core-lora-inits, by that plugin without init_lora_weights="loftq"
+        ({"loftq_config": {"loftq_bits": 4}}, "loftq_config is (not supported|set but init_lora_weights=True)"),
     ],
 )
 def test_unsupported_lora_extensions_rejected_when_building(kwargs, message):

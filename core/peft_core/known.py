@@ -31,6 +31,11 @@ _PLUGINS: dict[str, tuple[str, tuple[str, ...]]] = {
     "TRAINABLE_TOKENS": ("peft-core-trainable-tokens", ("TrainableTokensConfig",)),
 }
 
+#: plugins that add no method but publish names (LoRA extensions): distribution -> public names
+_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "peft-core-lora-inits": ("LoftQConfig", "replace_lora_weights_loftq"),
+}
+
 
 def distribution_for_peft_type(peft_type: str) -> str | None:
     entry = _PLUGINS.get(peft_type.upper())
@@ -38,7 +43,7 @@ def distribution_for_peft_type(peft_type: str) -> str | None:
 
 
 def distribution_for_name(public_name: str) -> str | None:
-    for dist, names in _PLUGINS.values():
+    for dist, names in [*_PLUGINS.values(), *_EXTENSIONS.items()]:
         if public_name in names:
             return dist
     return None

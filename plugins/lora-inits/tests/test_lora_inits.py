@@ -157,3 +157,10 @@ def test_loftq_without_bitsandbytes_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes.functional", None)
     with pytest.raises(PluginNotInstalledError, match=r"peft-core-lora-inits\[loftq\]"):
         quantize_roundtrip(torch.randn(4, 64), 4)
+
+
+def test_a_missing_plugin_is_named_in_the_install_hint():
+    from peft_core.known import distribution_for_name
+
+    assert distribution_for_name("LoftQConfig") == "peft-core-lora-inits"
+    assert distribution_for_name("replace_lora_weights_loftq") == "peft-core-lora-inits"
