@@ -254,6 +254,7 @@ class PeftModel(nn.Module):
         path = Path(model_id) / subfolder if subfolder else Path(model_id)
         if config is None:
             config = PeftConfig.from_pretrained(path)
+        _refuse_trainable_prompt(config, is_trainable)
         config.inference_mode = not is_trainable
         klass = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel) if cls is PeftModel else cls
         flags = {p: p.requires_grad for p in model.parameters()}
@@ -287,6 +288,7 @@ class PeftModel(nn.Module):
         subfolder = kwargs.get("subfolder")
         path = Path(model_id) / subfolder if subfolder else Path(model_id)
         config = PeftConfig.from_pretrained(path)
+        _refuse_trainable_prompt(config, is_trainable)
         config.inference_mode = not is_trainable
         flags = {p: p.requires_grad for p in self.parameters()}  # adding freezes the base; a failure gives them back
         self.add_adapter(adapter_name, config)
@@ -316,6 +318,16 @@ class PeftModel(nn.Module):
                 stacklevel=3,
             )
         return result
+
+
+def _refuse_trainable_prompt(config: PeftConfig, is_trainable: bool) -> None:
+    """Saved prompts are materialized (P-tuning's MLP output, not the MLP), so, as in PEFT, they load frozen."""
+    if config.is_prompt_learning and is_trainable:
+        raise UnsupportedOperation(
+            f"{config.peft_type} adapters load for inference only (is_trainable=False), as in Hugging Face PEFT: "
+            "the file holds the materialized prompt, not the network that produced it. To train further, create "
+            "a new adapter with get_peft_model/add_adapter."
+        )
 
 
 def _with_extra_loss(tuner: AdapterModel, outputs: Any, loss: torch.Tensor) -> torch.Tensor:
