@@ -310,7 +310,8 @@ class LycorisLayer(AdapterLayer):
         if module_dropped(self.module_dropout[adapter_name], self.training):
             return result
         delta = self.get_delta_weight(adapter_name, apply_rank_dropout=self.training)
-        return result + self.run_delta(x.to(delta.dtype), delta).to(result.dtype)
+        # added in the wider of the two dtypes, then rounded once (an fp32 adapter over a bf16 base)
+        return (result + self.run_delta(x.to(delta.dtype), delta)).to(result.dtype)
 
 
 def kaiming(*params: torch.Tensor) -> None:
