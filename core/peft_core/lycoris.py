@@ -201,7 +201,7 @@ def module_dropped(p: float, training: bool) -> bool:
 # -- the layer ----------------------------------------------------------------------------
 
 
-_CONV_OPS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_OPS = {1: F.conv1d, 2: F.conv2d}  # Conv3d is refused in LycorisLayer.__init__, as PEFT refuses it
 
 
 class LycorisLayer(AdapterLayer):
