@@ -39,7 +39,9 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
                 Capability.WEIGHTED_COMBINE: "the change λ_b·B·λ_d·A is bilinear in the two trained vectors, so a "
                                              "weighted sum of VeRA adapters is not a VeRA adapter",
                 Capability.HOTSWAP: "not implemented for VeRA; load the adapter with load_adapter and set_adapter",
-                Capability.QUANTIZED_BASE: "not verified on quantized layers yet",
+                Capability.QUANTIZED_BASE: "not yet validated by the shared quantized-base conformance checks (the "
+                                           "forward on bitsandbytes layers equals PEFT's, but the merge round trip "
+                                           "and training checks on quantized bases do not pass yet)",
                 Capability.MIXED_METHODS: "VeRA adapters are not tested next to other methods' adapters",
             },
             extra_parameters=_biases,
