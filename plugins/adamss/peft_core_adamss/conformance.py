@@ -1,6 +1,6 @@
 """AdaMSS's cases for the shared conformance suite (the ``peft_core_conformance_cases`` hook).
 
-Configs target linear layers of the tiny MLP and Llama with a small SVD rank, a few subspaces
+Configs target linear layers of the tiny MLP and Llama (in every target form) with a small SVD rank, a few subspaces
 and a drawn subspace rank (fixed or dynamic), seed and init. Identity at init holds only
 with ``init_weights="orthogonal"`` (every ``B`` starts at zero); ``None`` draws small random ``B``.
 """
@@ -25,7 +25,10 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
@@ -33,14 +36,16 @@ def _configs(st: Any, kind: str) -> Any:
     def build(draw: Any) -> AdamssConfig:
         targets = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=3))
                          | ({ALWAYS[kind]} if kind in ALWAYS else set()))
+        target_modules, extra = target_module_forms(draw, kind, targets)
         return AdamssConfig(
-            target_modules=targets,
+            target_modules=target_modules,
             r=draw(st.sampled_from([4, 8, 100])),
             num_subspaces=draw(st.integers(1, 4)),
             subspace_rank=draw(st.integers(1, 3)),
             use_dynamic_rank=draw(st.booleans()),
             init_weights=draw(st.sampled_from(["orthogonal", None])),
             random_seed=draw(st.integers(0, 1000)),
+            **extra,
             **model_kind_fields(draw, kind, TASK_TYPES),
         )
 

@@ -1,6 +1,6 @@
 """DeLoRA's cases for the shared conformance suite (the ``peft_core_conformance_cases`` hook).
 
-Configs target linear layers of the tiny MLP, Llama and BERT with a drawn rank, λ, init and
+Configs target linear layers of the tiny MLP, Llama (in every target form) and BERT with a drawn rank, λ, init and
 dropout, and sometimes per-module ``rank_pattern``/``lambda_pattern``. Identity at init holds
 only with ``init_weights=True`` (``B`` starts at zero).
 """
@@ -26,7 +26,10 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
@@ -34,13 +37,13 @@ def _configs(st: Any, kind: str) -> Any:
     def build(draw: Any) -> DeloraConfig:
         targets = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names)))
                          | ({ALWAYS[kind]} if kind in ALWAYS else set()))
-        extra: dict[str, Any] = {}
+        target_modules, extra = target_module_forms(draw, kind, targets)
         if draw(st.booleans()):
             extra["rank_pattern"] = {draw(st.sampled_from(targets)): draw(st.integers(1, 6))}
         if draw(st.booleans()):
             extra["lambda_pattern"] = {draw(st.sampled_from(targets)): draw(st.sampled_from([0.5, 3, 40.0]))}
         return DeloraConfig(
-            target_modules=targets,
+            target_modules=target_modules,
             r=draw(st.integers(1, 8)),
             delora_lambda=draw(st.sampled_from([1, 15, 4.5])),
             module_dropout=draw(st.sampled_from([0.0, 0.0, 0.3])),

@@ -1,8 +1,9 @@
 """FourierFT's cases for the shared conformance suite (the ``peft_core_conformance_cases`` hook).
 
-Configs target linear layers of the tiny MLP, Llama and GPT-2 (``Conv1D``, so
-``fan_in_fan_out=True``) with a small ``n_frequency`` that fits every target's spectrum, a
-drawn seed and scaling, and sometimes a per-module ``n_frequency_pattern``. Identity at init
+Configs target linear layers of the tiny MLP, Llama (as a list, a regex, with
+``layers_to_transform`` or from the model type) and GPT-2 (``Conv1D``, so ``fan_in_fan_out=True``)
+with a small ``n_frequency`` that fits every target's spectrum, a drawn seed and scaling, and
+sometimes a per-module ``n_frequency_pattern``. Identity at init
 holds only with ``init_weights=True``: PEFT's default (``False``) starts from random
 coefficients.
 """
@@ -28,7 +29,10 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
@@ -39,13 +43,15 @@ def _configs(st: Any, kind: str) -> Any:
         pattern = {}
         if draw(st.booleans()):
             pattern[draw(st.sampled_from(targets))] = draw(st.integers(1, 64))
+        target_modules, extra = target_module_forms(draw, kind, targets)
         return FourierFTConfig(
-            target_modules=targets,
+            target_modules=target_modules,
             n_frequency=draw(st.integers(1, 96)),
             scaling=draw(st.sampled_from([1.0, 20.0, 150.0])),
             random_loc_seed=draw(st.integers(0, 2**31 - 1)),
             init_weights=draw(st.sampled_from([True, False])),
             n_frequency_pattern=pattern,
+            **extra,
             **model_kind_fields(draw, kind, TASK_TYPES),
         )
 
