@@ -25,22 +25,17 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_t5": [None, "SEQ_2_SEQ_LM
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import model_kind_fields, target_module_forms  # imports hypothesis
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> LNTuningConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
-        extra: dict[str, Any] = {}
-        if kind == "tiny_llama":
-            style = draw(st.sampled_from(["list", "regex", "exclude", "default"]))
-            if style == "regex":
-                targets = r".*\.(" + "|".join(targets) + ")"
-            elif style == "exclude":  # every layer's norms but the first layer's
-                targets, extra["exclude_modules"] = names, r"model\.layers\.0\..*"
-            elif style == "default":
-                targets = None
+        chosen = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        # LN tuning has no layers_to_transform; exclude_modules is drawn instead
+        targets, extra = target_module_forms(draw, kind, chosen, forms=("list", "regex", "default"))
+        if kind == "tiny_llama" and isinstance(targets, list) and draw(st.booleans()):
+            extra["exclude_modules"] = r"model\.layers\.0\..*"  # keep only the first layer's norms out
         fields = model_kind_fields(draw, kind, TASK_TYPES)
         fields.pop("fan_in_fan_out", None)  # GPT-2's norms are plain LayerNorms
         return LNTuningConfig(target_modules=targets, **extra, **fields)

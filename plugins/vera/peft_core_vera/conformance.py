@@ -25,23 +25,18 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import model_kind_fields, target_module_forms  # imports hypothesis
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> VeraConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
-        extra: dict[str, Any] = {}
-        if kind == "tiny_llama":
-            style = draw(st.sampled_from(["list", "regex", "layers"]))
-            if style == "regex":
-                targets = r".*\.(" + "|".join(targets) + ")"
-            elif style == "layers":
-                extra["layers_to_transform"] = draw(st.sampled_from([0, [1], [0, 1]]))
+        chosen = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        # no "default" form: VeRA has no per-architecture default targets
+        targets, extra = target_module_forms(draw, kind, chosen, forms=("list", "regex", "layers"))
         if kind == "mlp":
             extra["bias"] = draw(st.sampled_from(["none", "none", "vera_only", "all"]))
-        extra.update(model_kind_fields(draw, kind, TASK_TYPES, save_module=kind == "mlp" and "lin1" not in targets))
+        extra.update(model_kind_fields(draw, kind, TASK_TYPES, save_module=kind == "mlp" and "lin1" not in chosen))
         return VeraConfig(
             target_modules=targets,
             r=draw(st.sampled_from([1, 2, 4, 8])),
