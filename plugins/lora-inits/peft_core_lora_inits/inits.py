@@ -41,10 +41,18 @@ def _rank_fits(layer, adapter_name: str, init: str) -> int:
     return r
 
 
+def has_quantized_base(layer) -> bool:
+    """Whether the base weight is stored quantized (bitsandbytes parameters, integer storage)."""
+    stored = getattr(layer.base_layer, "weight", None)
+    if stored is None:
+        return False
+    return stored.dtype not in FLOAT_DTYPES or type(stored).__name__ in ("Params4bit", "Int8Params")
+
+
 def _float_base(layer, init: str) -> tuple[torch.Tensor, torch.dtype]:
     """The base weight in float32 (canonical layout) and its dtype; quantized storage is refused, as PEFT does."""
-    stored = getattr(layer.base_layer, "weight", None)
-    if stored is not None and stored.dtype not in FLOAT_DTYPES:
+    if has_quantized_base(layer):
+        stored = layer.base_layer.weight
         raise ConfigError(
             f"init_lora_weights={init!r} needs a float32/float16/bfloat16 base weight, got {stored.dtype}; initialise "
             "on the unquantized model, then quantize the residual model."

@@ -20,6 +20,8 @@ import torch
 from peft_core.errors import ConfigError, PluginNotInstalledError
 from peft_core.weights import dense_weight, write_dense_weight
 
+from .inits import has_quantized_base
+
 NF4_BLOCKSIZE = 64
 
 
@@ -108,6 +110,9 @@ def loftq_init(layer, adapter_name: str, config: Any) -> None:
     problems = loftq_problems(settings)
     if problems:
         raise ConfigError("init_lora_weights='loftq': " + "; ".join(problems))
+    if has_quantized_base(layer):
+        raise ConfigError("init_lora_weights='loftq' quantizes a float base itself; this base is already quantized. "
+                          "Initialise on the float model, or use replace_lora_weights_loftq on the quantized one.")
     dense = dense_weight(layer)
     base, lora_A, lora_B = loftq_decompose(dense, settings["loftq_bits"], layer.r[adapter_name], settings["loftq_iter"])
     A, B = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight

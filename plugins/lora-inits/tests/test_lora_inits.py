@@ -164,3 +164,27 @@ def test_a_missing_plugin_is_named_in_the_install_hint():
 
     assert distribution_for_name("LoftQConfig") == "peft-core-lora-inits"
     assert distribution_for_name("replace_lora_weights_loftq") == "peft-core-lora-inits"
+
+
+def test_quantized_bases_pissa_and_loftq_refuse_olora_works(tmp_path):
+    import warnings
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    tiny_llama().save_pretrained(tmp_path)
+
+    def quantized():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+            return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=config).eval()
+
+    model = quantized()
+    for init, extra in (("pissa", {}), ("loftq", {"loftq_config": LoftQConfig()})):
+        with pytest.raises(ConfigError, match="quantize"):
+            get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=init, **extra))
+    before = model_output(model, INPUTS)
+    olora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights="olora"))
+    after = model_output(olora, INPUTS)
+    # the residual is requantized (NF4 rounding), so the output moves a little, not a lot
+    assert torch.isfinite(after).all() and 0 < (after - before).abs().max() < 0.5
