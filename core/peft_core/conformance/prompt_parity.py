@@ -19,9 +19,26 @@ from torch import nn
 from . import models
 from .parity import config_json, max_diff, perturb_trainable, saved_shapes
 
+def _tiny_bert_for(class_name: str, num_labels: int = 3) -> Callable[[], nn.Module]:
+    """A builder of a tiny BERT with another head (token classification, QA, bare encoder)."""
+    def build() -> nn.Module:
+        import transformers
+
+        torch.manual_seed(0)
+        config = transformers.BertConfig(vocab_size=models.VOCAB, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+                                         num_labels=num_labels)
+        return getattr(transformers, class_name)(config).eval()
+
+    return build
+
+
 #: task → tiny model builder
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "CAUSAL_LM": models.tiny_llama, "SEQ_2_SEQ_LM": models.tiny_t5, "SEQ_CLS": models.tiny_bert,
+    "TOKEN_CLS": _tiny_bert_for("BertForTokenClassification"),
+    "QUESTION_ANS": _tiny_bert_for("BertForQuestionAnswering", num_labels=2),
+    "FEATURE_EXTRACTION": _tiny_bert_for("BertModel"),
 }
 
 
@@ -37,8 +54,13 @@ def task_inputs(task: str) -> dict[str, torch.Tensor]:
 
 
 def _logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The output compared: logits, QA start and end logits, or an encoder's last hidden state."""
     with torch.no_grad():
-        return model(**inputs).logits
+        out = model(**inputs)
+    if getattr(out, "start_logits", None) is not None:
+        return torch.stack([out.start_logits, out.end_logits])
+    logits = getattr(out, "logits", None)
+    return logits if logits is not None else out.last_hidden_state
 
 
 def _generate(model: nn.Module, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
@@ -78,7 +100,7 @@ def round_trip_both_ways(ours_config: Any, peft_config: Any, seed: int = 0) -> d
         loaded_theirs = peft.PeftModel.from_pretrained(build(), ours_dir)
         result["ours_to_peft"] = max_diff(_logits(loaded_theirs, inputs), _logits(ours, inputs))
         result["generate_same"] = None
-        if task != "SEQ_CLS":
+        if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
             result["generate_same"] = (_generate(loaded, inputs) == _generate(theirs, inputs)
                                        and _generate(loaded_theirs, inputs) == _generate(ours, inputs))
         result["shapes"] = (saved_shapes(theirs_dir), saved_shapes(ours_dir))
