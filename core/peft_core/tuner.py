@@ -219,6 +219,10 @@ class AdapterModel(nn.Module):
     def _resolve_targets(self, config: PeftConfig, spec: MethodSpec) -> PeftConfig:
         if getattr(config, "target_modules", "unset") is not None:
             return config
+        for_model = getattr(config, "target_modules_for_model", None)
+        if for_model is not None:  # a default found in the model itself (trainable tokens: its input embedding)
+            config.target_modules = for_model(self.model)
+            return config
         model_type = getattr(getattr(self.model, "config", None), "model_type", None)
         defaults = getattr(config, "default_target_modules", lambda _t: None)(model_type)
         if not defaults:

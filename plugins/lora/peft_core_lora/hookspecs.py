@@ -75,6 +75,18 @@ def peft_core_lora_init(layer: Any, adapter_name: str, config: Any, init: Any) -
     """
 
 
+@hookspec
+def peft_core_lora_adapter_injected(tuner: Any, config: Any, adapter_name: str) -> None:
+    """Called once the layers of LoRA adapter ``adapter_name`` are in place (LoRA's ``MethodSpec.init_shared``).
+
+    An extension that puts further modules under the same adapter does it here: trainable
+    tokens wraps the embeddings named by ``LoraConfig.trainable_token_indices``. The layers it
+    adds hold the adapter under ``adapter_name``, so activating, deleting, merging and saving
+    the adapter treat them with its LoRA layers. An implementation does nothing for configs
+    that do not ask for it; if it raises, the adapter is removed again.
+    """
+
+
 class TokenWeights(Protocol):
     """A per-layer provider of per-token weights for each adapter's low-rank path.
 

@@ -55,6 +55,11 @@ def served_extensions() -> tuple[list[str], list[str]]:
     return fields, inits
 
 
+def adapter_injected(tuner: Any, config: LoraConfig, adapter_name: str) -> None:
+    """LoRA's ``init_shared``: let extensions add their modules to the new adapter (trainable tokens)."""
+    hook().peft_core_lora_adapter_injected(tuner=tuner, config=config, adapter_name=adapter_name)
+
+
 def variant_for(config: LoraConfig, layer_kind: str) -> Any:
     return hook().peft_core_lora_variant(config=config, layer_kind=layer_kind)
 
@@ -75,6 +80,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE, Capability.WEIGHTED_COMBINE, Capability.HOTSWAP,
                                                        Capability.MIXED_METHODS},
             extra_parameters=bias_parameters,
+            init_shared=adapter_injected,
             exports={"LoraModel": LoraModel},
             description="Low-rank adaptation: a trainable low-rank update B·A added to frozen weights.",
             paper="https://arxiv.org/abs/2106.09685",
