@@ -237,6 +237,28 @@ def peft_core_conformance_cases(method: str) -> Any:
     """
 
 
+@hookspec
+def peft_core_conformance_model_kinds() -> list[Any] | None:
+    """Return extra :class:`~peft_core.conformance.strategies.ModelKind` objects for the suite, or nothing.
+
+    A backend plugin contributes variants of the built-in tiny models (a quantization backend:
+    ``tiny_llama`` with its linears quantized). A kind names the float kind it derives from and
+    the capability a method must declare to be tested on it; every such method then runs the
+    suite on it with its configs for the float kind. A kind whose merges round says so
+    (``lossy_merge``): its merge checks compare weights within :func:`peft_core_weight_rounding`.
+    """
+
+
+@hookspec(firstresult=True)
+def peft_core_weight_rounding(module: nn.Module, weight: torch.Tensor) -> torch.Tensor | None:
+    """Elementwise bound on ``|dense_weight(module) - weight|`` right after writing ``weight`` into ``module``.
+
+    The documented rounding of a merge into a layer that stores its weight lossily (a
+    quantized layer); ``None`` for layers a plugin does not know (they store weights exactly).
+    The conformance suite's merge checks use it as their tolerance on quantized models.
+    """
+
+
 # -- combining and hot-swapping ----------------------------------------------------------
 
 

@@ -92,7 +92,22 @@ def cases_for(method: str) -> MethodCases:
             f"MethodCases of {spec.name} names unknown model kinds {unknown} (known: {sorted(MODEL_KINDS)})"
             if unknown else f"MethodCases of {spec.name} has no configs; give at least one model kind."
         )
-    return found
+    return _with_derived_kinds(spec, found)
+
+
+def _with_derived_kinds(spec: MethodSpec, found: MethodCases) -> MethodCases:
+    """Add the backend-contributed kinds (quantized models) the method qualifies for, with its float-kind configs."""
+    from dataclasses import replace
+
+    from .strategies import MODEL_KINDS, all_model_kinds
+
+    extra = {
+        kind.name: found.configs[kind.derived_from]
+        for kind in all_model_kinds().values()
+        if kind.name not in MODEL_KINDS and kind.derived_from in found.configs
+        and (kind.requires is None or spec.supports(kind.requires))
+    }
+    return replace(found, configs={**found.configs, **extra}) if extra else found
 
 
 @dataclass
@@ -139,16 +154,18 @@ class Case:
 
     def run(self, model: nn.Module, inputs: Mapping[str, torch.Tensor] | None = None, **kwargs: Any) -> torch.Tensor:
         """The model's output tensor for the case's inputs, without gradients."""
-        from .strategies import MODEL_KINDS
-
         with torch.no_grad():
             out = model(**dict(inputs if inputs is not None else self.inputs), **kwargs)
-        return MODEL_KINDS[self.kind].output(out)
+        return self.model_kind.output(out)
 
     def output_with_grad(self, model: nn.Module) -> torch.Tensor:
-        from .strategies import MODEL_KINDS
+        return self.model_kind.output(model(**self.inputs))
 
-        return MODEL_KINDS[self.kind].output(model(**self.inputs))
+    @property
+    def model_kind(self) -> Any:
+        from .strategies import model_kind
+
+        return model_kind(self.kind)
 
     def peft(
         self,

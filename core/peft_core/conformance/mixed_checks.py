@@ -26,6 +26,7 @@ from ..mixed import PeftMixedModel
 from ..plugins import registry
 from ..registry import Capability
 from ..weights import LINEAR, describe_layer
+from . import lossy
 from .cases import Case, adapter_layers
 from .checks import _assert_same_output, _tol, check
 from .probes import adapter_modules_in, assert_close, assert_differs, base_parameters, own_tensors
@@ -139,7 +140,12 @@ def check_mixes_with_lora(case: Case) -> None:
         reloaded = _save_and_reload(case, model)
         _assert_same_output(case.run(reloaded), both, f"{order}: saved and reloaded mixed model gives another output")
 
-        if case.spec.supports(Capability.MERGE):
+        if case.spec.supports(Capability.MERGE) and lossy.is_lossy(case):
+            expected = lossy.snapshot(model)
+            model.merge_adapter()
+            lossy.assert_merged(model, expected, f"{order}: merging both adapters on a quantized base")
+            model.unmerge_adapter()
+        elif case.spec.supports(Capability.MERGE):
             model.merge_adapter()
             assert_close(case.run(model), both, f"{order}: merging both adapters changed the output", atol, rtol)
             model.unmerge_adapter()

@@ -32,6 +32,18 @@ class ModelKind:
     name: str
     build: Callable[[], nn.Module]
     make_inputs: Callable[[torch.Generator, int, int], dict[str, torch.Tensor]]
+    #: a kind a backend plugin contributes is a variant of a float kind (``"tiny_llama"``): methods
+    #: are tested on it with their configs for that kind, if they declare ``requires``
+    derived_from: str | None = None
+    requires: Any = None
+    #: merging rounds (the weights are quantized): merge checks compare the written weights with
+    #: the weight the unmerged layer computes with, within the backend's rounding, not outputs
+    lossy_merge: bool = False
+    #: Adam step size of the training checks; a model computing in half precision (bitsandbytes
+    #: 8-bit matmuls return float16) rounds away the first steps of a fresh adapter at 1e-3
+    train_lr: float = 1e-3
+    #: ``model.to(dtype)`` works (quantized models are loaded in a dtype and refuse casts)
+    castable: bool = True
 
     def output(self, out: Any) -> torch.Tensor:
         """The tensor the suite compares: the model's own tensor, or ``.logits``."""
@@ -74,10 +86,26 @@ MODEL_KINDS: dict[str, ModelKind] = {
 _BUILT: dict[str, nn.Module] = {}
 
 
+def all_model_kinds() -> dict[str, ModelKind]:
+    """The built-in kinds and those installed backend plugins contribute (``peft_core_conformance_model_kinds``)."""
+    from ..plugins import hook
+
+    kinds = dict(MODEL_KINDS)
+    for contributed in hook().peft_core_conformance_model_kinds():
+        for kind in contributed or ():
+            kinds.setdefault(kind.name, kind)
+    return kinds
+
+
+def model_kind(name: str) -> ModelKind:
+    kinds = MODEL_KINDS if name in MODEL_KINDS else all_model_kinds()
+    return kinds[name]
+
+
 def fresh_model(kind: str) -> nn.Module:
     """A pristine copy of the tiny model ``kind`` (built once, then deep-copied)."""
     if kind not in _BUILT:
-        _BUILT[kind] = MODEL_KINDS[kind].build()
+        _BUILT[kind] = model_kind(kind).build()
     return copy.deepcopy(_BUILT[kind])
 
 
@@ -91,7 +119,7 @@ def inputs(draw: st.DrawFn, kind: str, min_batch: int = 2, max_batch: int = 4) -
     batch = draw(st.integers(min_batch, max_batch))
     length = draw(st.integers(2, 6))
     seed = draw(st.integers(0, 2**31 - 1))
-    return MODEL_KINDS[kind].make_inputs(torch.Generator().manual_seed(seed), batch, length)
+    return model_kind(kind).make_inputs(torch.Generator().manual_seed(seed), batch, length)
 
 
 _NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -16,6 +16,7 @@ from torch import nn
 from peft_core import hookimpl
 from peft_core.weights import LINEAR, LayerDescription
 
+from .conformance import peft_core_conformance_model_kinds, peft_core_weight_rounding  # noqa: F401  (hook implementations)
 from .quant import bnb_kind, compute_dtype, dequantize, requantize, settings
 
 
