@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import PeftConfig, TaskType
+from .config import PeftConfig, PromptLearningConfig, TaskType
 from .errors import (
     AdapterNameError,
     ConfigError,
@@ -81,6 +81,7 @@ __all__ = [
     "PeftModelForSeq2SeqLM",
     "PeftModelForSequenceClassification",
     "PeftModelForTokenClassification",
+    "PromptLearningConfig",
     "PluginError",
     "PluginNotInstalledError",
     "TargetModulesError",
