@@ -23,13 +23,11 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=LoHaConfig,
             prefix="hada_",
             layer_factory=create_loha_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE, Capability.MIXED_METHODS},
             unsupported={
                 Capability.WEIGHTED_COMBINE: ("add_weighted_adapter is not implemented for LoHa "
                                               "(Hugging Face PEFT has none either)"),
                 Capability.HOTSWAP: "hot-swapping is not implemented for LoHa (no peft_core_hotswap_support)",
-                Capability.MIXED_METHODS: ("the layer follows the AdapterLayer protocol, but sharing a model with "
-                                           "other methods is not tested yet"),
             },
             exports={"LoHaModel": LoHaModel},
             description="Low-rank Hadamard product (LyCORIS): ΔW = (w1a w1b) ⊙ (w2a w2b) · alpha / r.",

@@ -23,13 +23,11 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=LoKrConfig,
             prefix="lokr_",
             layer_factory=create_lokr_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE, Capability.MIXED_METHODS},
             unsupported={
                 Capability.WEIGHTED_COMBINE: ("add_weighted_adapter is not implemented for LoKr "
                                               "(Hugging Face PEFT has none either)"),
                 Capability.HOTSWAP: "hot-swapping is not implemented for LoKr (no peft_core_hotswap_support)",
-                Capability.MIXED_METHODS: ("the layer follows the AdapterLayer protocol, but sharing a model with "
-                                           "other methods is not tested yet"),
             },
             exports={"LoKrModel": LoKrModel},
             description="Low-rank Kronecker product (LyCORIS): ΔW = kron(w1, w2) · alpha / r.",
