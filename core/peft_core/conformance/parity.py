@@ -115,3 +115,48 @@ def round_trip_both_ways(
     diffs["merged_weights"] = max(max_diff(ours_state[k], theirs_state[k]) for k in theirs_state)
     diffs["merged_output"] = max_diff(model_output(ours_merged, inputs), theirs_out)
     return diffs
+
+
+def load_quantized(directory: str | Path, bits: int) -> nn.Module:
+    """The causal LM saved in ``directory``, loaded with bitsandbytes ``bits``-bit (4: NF4, or 8) weights."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4") if bits == 4 \
+        else BitsAndBytesConfig(load_in_8bit=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForCausalLM.from_pretrained(directory, quantization_config=quant).eval()
+
+
+def quantized_round_trip(
+    peft: Any, directory: str | Path, bits: int, config: Any, inputs: Mapping[str, torch.Tensor],
+    save_to: str | Path, seed: int = 1, scale: float = 0.5,
+) -> dict[str, float]:
+    """One perturbed adapter on a ``bits``-bit model: how it moves the output, PEFT's reading of it, merging.
+
+    Returns ``effect`` (adapter vs base output), ``vs_peft`` (PEFT loading the saved adapter on
+    the same quantized model), ``merge`` and ``unmerge`` (how far merging into the requantized
+    weights, and unmerging again, move the output: rounding, to compare with ``effect``).
+    """
+    from peft_core import get_peft_model
+
+    base_out = model_output(load_quantized(directory, bits), inputs)
+    ours = get_peft_model(load_quantized(directory, bits), config)
+    if not any(getattr(getattr(m, "description", None), "quantized", False) for m in ours.modules()):
+        raise AssertionError("no adapted layer is quantized: the test would not test quantization")
+    perturb_trainable(ours, seed, scale)
+    ours.eval()
+    out = model_output(ours, inputs)
+    ours.save_pretrained(save_to)
+    theirs = peft.PeftModel.from_pretrained(load_quantized(directory, bits), save_to)
+    diffs = {"effect": max_diff(out, base_out), "vs_peft": max_diff(model_output(theirs, inputs), out)}
+    ours.merge_adapter()
+    merged = model_output(ours, inputs)
+    if not torch.isfinite(merged).all():
+        raise AssertionError("merging into the quantized weights gave NaN/inf outputs")
+    diffs["merge"] = max_diff(merged, out)
+    ours.unmerge_adapter()
+    diffs["unmerge"] = max_diff(model_output(ours, inputs), out)
+    return diffs

@@ -23,7 +23,6 @@ UNSUPPORTED = {
     Capability.WEIGHTED_COMBINE: "combining GraLoRA block grids is not implemented (PEFT has none for GraLoRA either)",
     Capability.HOTSWAP: "the GraLoRA plugin does not implement the hotswap hook yet",
     Capability.MIXED_METHODS: "mixed-method models are not declared for GraLoRA",
-    Capability.QUANTIZED_BASE: "no quantized-base test exists for GraLoRA yet, so it is not claimed",
 }
 
 
@@ -35,7 +34,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=GraloraConfig,
             prefix="gralora_",
             layer_factory=create_gralora_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
             unsupported=UNSUPPORTED,
             exports={"GraloraModel": GraloraModel},
             description="Granular low-rank adaptation: a k×k grid of blocks, each with its own low-rank pair.",

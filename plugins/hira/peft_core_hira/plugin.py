@@ -20,7 +20,6 @@ UNSUPPORTED = {
                                  "PEFT has no add_weighted_adapter for HiRA either",
     Capability.HOTSWAP: "the HiRA plugin does not implement the hotswap hook yet",
     Capability.MIXED_METHODS: "mixed-method models are not declared for HiRA (each layer modulates its own base weight)",
-    Capability.QUANTIZED_BASE: "W ⊙ BA needs a dense base weight in every forward; no quantized-base test exists yet",
 }
 
 
@@ -32,7 +31,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=HiraConfig,
             prefix="hira_",
             layer_factory=create_hira_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
             unsupported=UNSUPPORTED,
             exports={"HiraModel": HiraModel},
             description="High-rank adaptation: the frozen weight, modulated entry-wise by a low-rank update (W ⊙ BA).",

@@ -10,8 +10,9 @@ With the shard ``D`` (``miss_block``, as PEFT saves it):
 - *bat*: ``D`` is ``(out/r, r, r)``, one block ``B_i`` per row of ``r × r`` weight blocks; each
   block becomes ``W_ij (I + B_i) + B_i``. The update depends on ``W``, so several active bat
   adapters compose (each sees the weight the previous one produced, as PEFT computes it) and
-  unmerging solves ``W_ij = (W'_ij − B_i)(I + B_i)⁻¹``. The forward runs one ``F.linear`` with
-  the adapted weight and, as in PEFT, applies no dropout.
+  unmerging solves ``W_ij = (W'_ij − B_i)(I + B_i)⁻¹`` (on a quantized base, where the inverse
+  would amplify requantization error, the pre-merge weight is kept and restored instead). The
+  forward adds ``(W' − W) x`` to the base layer's output and, as in PEFT, applies no dropout.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peft_core.errors import TargetModulesError
-from peft_core.layer import AdapterLayer, base_of
+from peft_core.layer import AdapterLayer
 from peft_core.lowrank import dropout_module
 from peft_core.weights import LINEAR, LayerDescription, dense_weight
 
@@ -40,6 +41,8 @@ class MissLinear(AdapterLayer):
         super().__init__(base_layer, description)
         self.miss_dropout = nn.ModuleDict()
         self.miss_block = nn.ParameterDict()
+        #: bat adapters merged into a quantized base: the weight from before their merge
+        self.__dict__["_weight_before_merge"] = {}
 
     # -- building -------------------------------------------------------------------------
 
@@ -85,9 +88,10 @@ class MissLinear(AdapterLayer):
         return shard.T.repeat(1, -(-n_in // r))[:, :n_in]
 
     def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        if self.miss_mode[adapter_name] == "bat":  # alone (a mixed batch's rows): the adapted weight, no dropout
-            weight = self.bat_weight(dense_weight(self.base_layer), adapter_name)
-            return self._linear(x, weight).to(result.dtype)
+        if self.miss_mode[adapter_name] == "bat":  # alone (a mixed batch's rows): what it changes, no dropout
+            base = dense_weight(self.base_layer)
+            delta = self.bat_weight(base, adapter_name) - base.to(self.miss_block[adapter_name].dtype)
+            return result + F.linear(x.to(delta.dtype), delta).to(result.dtype)
         shard = self.shared_shard(adapter_name)
         r = shard.shape[0]
         x = F.pad(x.to(shard.dtype), (0, -x.shape[-1] % r))
@@ -113,34 +117,38 @@ class MissLinear(AdapterLayer):
 
     def merged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
         if self.miss_mode[adapter_name] == "bat":
+            if self.description.quantized:
+                # inverting (I + B) would amplify the requantization error of the merge; keep the weight instead
+                self._weight_before_merge[adapter_name] = weight.detach().clone()
             return self.bat_weight(weight, adapter_name).detach().to(weight.dtype)
         return super().merged_weight(weight, adapter_name)
 
     def unmerged_weight(self, weight: torch.Tensor, adapter_name: str) -> torch.Tensor:
         if self.miss_mode[adapter_name] != "bat":
             return super().unmerged_weight(weight, adapter_name)
+        if adapter_name in self._weight_before_merge:
+            return self._weight_before_merge.pop(adapter_name)
         shards = self.miss_block[adapter_name].detach()
         identity = torch.eye(shards.shape[-1], dtype=torch.float32, device=shards.device)
         inverse = torch.linalg.inv(identity + shards.float()).to(shards.dtype).unsqueeze(1)
         blocks = self._blocks(weight.to(shards.dtype), adapter_name)
         return self._unblocks((blocks - shards.unsqueeze(1)) @ inverse).to(weight.dtype)
 
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        bias = getattr(base_of(self.base_layer), "bias", None)
-        return F.linear(x.to(weight.dtype), weight, None if bias is None else bias.to(weight.dtype))
-
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         plain = self._disable_adapters or self._routing is not None or self.merged
         if plain or not any(self.miss_mode[n] == "bat" for n in self._active_adapters):
             return super().forward(x, *args, **kwargs)
-        # bat updates depend on the weight: chain the active adapters on the weight, then one matmul
-        weight = dense_weight(self.base_layer)
+        # bat updates depend on the weight: chain the active adapters on the weight, then add what the chain
+        # changed to the base layer's own output (a quantized base keeps its own matmul; a zero update is exact)
+        base = dense_weight(self.base_layer)
+        weight = base
         for name in self._active_adapters:
             if self.miss_mode[name] == "bat":
                 weight = self.bat_weight(weight, name)
             else:
                 weight = weight.to(self.miss_block[name].dtype) + self.get_delta_weight(name)
-        return self._linear(x, weight).to(x.dtype)
+        result = self.base_layer(x, *args, **kwargs)
+        return result + F.linear(x.to(weight.dtype), weight - base.to(weight.dtype)).to(result.dtype)
 
 
 def create_miss_layer(

@@ -24,8 +24,6 @@ UNSUPPORTED = {
                                  "PEFT has no add_weighted_adapter for MiSS either)",
     Capability.HOTSWAP: "the MiSS plugin does not implement the hotswap hook yet",
     Capability.MIXED_METHODS: "mixed-method models are not declared for MiSS (bat updates depend on the base weight)",
-    Capability.QUANTIZED_BASE: "no quantized-base test exists for MiSS yet, and bat needs a dense weight in every "
-                               "forward, so it is not claimed",
 }
 
 
@@ -37,7 +35,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=MissConfig,
             prefix="miss_",
             layer_factory=create_miss_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
             unsupported=UNSUPPORTED,
             exports={"MissModel": MissModel},
             description="Matrix shard sharing: one small trainable shard shared across the shards of a frozen weight.",

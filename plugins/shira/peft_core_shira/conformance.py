@@ -32,7 +32,7 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"],
 
 def strided_mask(base_layer: torch.nn.Module, r: int, **kwargs: Any) -> torch.Tensor:
     """A custom mask: evenly spaced entries, ``r (in + out)`` of them (not what any random draw gives)."""
-    out_features, in_features = base_layer.weight.shape
+    out_features, in_features = base_layer.out_features, base_layer.in_features
     total, size = out_features * in_features, shira_size(in_features, out_features, r)
     mask = torch.zeros(total)
     mask[torch.linspace(0, total - 1, size).long()] = 1

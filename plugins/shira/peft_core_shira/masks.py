@@ -28,7 +28,8 @@ def random_mask(base_layer: nn.Module, r: int, random_seed: int | None = None, *
     else torch's fixed default seed), never from the global RNG: the same layer shape and seed
     give the same mask in every process, and in PEFT.
     """
-    out_features, in_features = base_layer.weight.shape  # nn.Linear: (out, in)
+    # the layer's own sizes: a quantized weight is stored packed, not (out, in)
+    out_features, in_features = base_layer.out_features, base_layer.in_features
     generator = torch.Generator()
     if random_seed is not None:
         generator.manual_seed(random_seed)

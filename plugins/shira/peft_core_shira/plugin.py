@@ -20,7 +20,6 @@ UNSUPPORTED = {
                                  "(PEFT has no add_weighted_adapter for SHiRA either)",
     Capability.HOTSWAP: "the SHiRA plugin does not implement the hotswap hook yet",
     Capability.MIXED_METHODS: "mixed-method models are not declared for SHiRA",
-    Capability.QUANTIZED_BASE: "no quantized-base test exists for SHiRA yet, so it is not claimed",
 }
 
 
@@ -32,7 +31,7 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
             config_class=ShiraConfig,
             prefix="shira_",
             layer_factory=create_shira_layer,
-            capabilities=LAYER_METHOD_CAPABILITIES,
+            capabilities=LAYER_METHOD_CAPABILITIES | {Capability.QUANTIZED_BASE},
             unsupported=UNSUPPORTED,
             exports={"ShiraModel": ShiraModel},
             description="Sparse high-rank adaptation: a fixed sparse set of weight entries is trained directly.",
