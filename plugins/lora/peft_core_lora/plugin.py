@@ -21,6 +21,7 @@ from .conformance import peft_core_conformance_cases  # noqa: F401  (LoRA's case
 from .config import LoraConfig
 from .layer import create_lora_layer
 from .model import LoraModel
+from .optimizers import LoraFAOptimizer, create_lorafa_optimizer, create_loraplus_optimizer
 
 #: variant switches of LoraConfig and the plugin that serves each
 KNOWN_VARIANT_FLAGS = {"use_dora": "peft-core-dora"}
@@ -81,7 +82,8 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
                                                        Capability.MIXED_METHODS},
             extra_parameters=bias_parameters,
             init_shared=adapter_injected,
-            exports={"LoraModel": LoraModel},
+            exports={"LoraModel": LoraModel, "create_loraplus_optimizer": create_loraplus_optimizer,
+                     "create_lorafa_optimizer": create_lorafa_optimizer, "LoraFAOptimizer": LoraFAOptimizer},
             description="Low-rank adaptation: a trainable low-rank update B·A added to frozen weights.",
             paper="https://arxiv.org/abs/2106.09685",
         )
