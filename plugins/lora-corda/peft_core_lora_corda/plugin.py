@@ -42,6 +42,9 @@ def peft_core_lora_init(layer: Any, adapter_name: str, config: Any, init: Any) -
     if layer.description.kind != LINEAR:
         raise ConfigError(f"init_lora_weights='corda' initialises linear layers only (as in PEFT); this layer is a "
                           f"{layer.description.kind}. Narrow target_modules to linear layers.")
+    if layer.description.quantized:
+        raise ConfigError("init_lora_weights='corda' needs an unquantized base (as in PEFT): build the CorDA adapter "
+                          "on the float model, then quantize the residual model.")
     base = base_of(layer.base_layer)
     eigens = getattr(base, "eigens", None)
     if eigens is None:

@@ -99,3 +99,13 @@ def test_clear_errors(tmp_path):
         get_peft_model(model, LoraConfig(r=2, target_modules=TARGETS, init_lora_weights="corda"))
     with pytest.raises(ConfigError, match="lora_bias"):
         get_peft_model(tiny_llama(), LoraConfig(target_modules=TARGETS, init_lora_weights="corda", lora_bias=True))
+
+
+def test_quantized_base_is_refused():
+    from types import SimpleNamespace
+
+    from peft_core_lora_corda.plugin import peft_core_lora_init
+
+    layer = SimpleNamespace(description=SimpleNamespace(kind="linear", quantized=True))
+    with pytest.raises(ConfigError, match="unquantized"):
+        peft_core_lora_init(layer=layer, adapter_name="default", config=None, init="corda")
