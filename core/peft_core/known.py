@@ -34,6 +34,7 @@ _PLUGINS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: plugins that add no method but publish names (LoRA extensions): distribution -> public names
 _EXTENSIONS: dict[str, tuple[str, ...]] = {
     "peft-core-lora-inits": ("LoftQConfig", "replace_lora_weights_loftq"),
+    "peft-core-lora-bd": ("BdLoraConfig",),
 }
 
 

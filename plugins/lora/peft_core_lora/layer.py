@@ -29,6 +29,8 @@ class LoraLayer(AdapterLayer):
 
     #: per-token weights of each adapter's low-rank path (``hookspecs.TokenWeights``; X-LoRA sets one)
     token_weights: Any = None
+    #: the layer's path in the model, for variants that depend on it (block-diagonal LoRA matches names)
+    module_name: str = ""
 
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
         super().__init__(base_layer, description)
@@ -47,6 +49,8 @@ class LoraLayer(AdapterLayer):
         return hidden if weight is None else hidden * weight
 
     def update_layer(self, adapter_name: str, config: Any, module_name: str = "", **kwargs: Any) -> None:
+        if module_name:
+            self.__dict__["module_name"] = module_name
         r = pattern_value(config.rank_pattern or {}, module_name, config.r)
         alpha = pattern_value(config.alpha_pattern or {}, module_name, config.lora_alpha)
         self.r[adapter_name] = r
@@ -187,6 +191,44 @@ class LoraLinear(LoraLayer):
         out = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), B.weight.t(),
                           alpha=self.scaling[adapter_name])
         return out.view(result.shape)
+
+    def _forward_routed(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """A mixed batch in two batched products when that pays; otherwise rows grouped per adapter."""
+        gathered = self._gathered_routed(x, result)
+        return super()._forward_routed(x, result) if gathered is None else gathered
+
+    def _gathered_routed(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor | None:
+        """Every row gathers its own adapter's A and B: ``result + s_row·(x A_rowᵀ) B_rowᵀ`` with ``bmm``.
+
+        Grouping rows costs a few small kernels per adapter and layer (selects, products, a
+        copy-back of the output). With rows of at least ``r`` tokens the gathered factors are
+        no larger than the activations, so two batched products over all rows are cheaper.
+        Rows of ``__base__`` (or of adapters this layer lacks) get a zero scale. Anything else
+        unusual (variants, bias on B, dropout while training, mixed ranks or dtypes) returns
+        ``None`` for the grouped path.
+        """
+        if x.dim() != 3 or result.dim() != 3 or self.token_weights is not None or self._routing is None:
+            return None
+        names = self._routing.row_names(x.shape[0])
+        present = [n for n in dict.fromkeys(names) if n in self.lora_A]
+        if not present:
+            return None
+        first = self.lora_A[present[0]].weight
+        if x.shape[1] < first.shape[0]:
+            return None
+        for name in present:
+            A, B, dropout = self.lora_A[name].weight, self.lora_B[name], self.lora_dropout[name]
+            if (self.lora_variant.get(name) is not None or B.bias is not None or A.shape != first.shape
+                    or A.dtype != result.dtype or B.weight.dtype != result.dtype
+                    or (dropout.training and not isinstance(dropout, nn.Identity))):
+                return None
+        slot = {n: i for i, n in enumerate(present)}
+        rows = torch.tensor([slot.get(n, 0) for n in names], device=x.device)
+        scale = torch.tensor([self.scaling[n] if n in slot else 0.0 for n in names], dtype=first.dtype, device=x.device)
+        A = torch.stack([self.lora_A[n].weight for n in present]).index_select(0, rows)
+        B = torch.stack([self.lora_B[n].weight for n in present]).index_select(0, rows)
+        hidden = torch.bmm(x.to(first.dtype), A.transpose(1, 2)) * scale.view(-1, 1, 1)
+        return torch.baddbmm(result, hidden, B.transpose(1, 2))
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
