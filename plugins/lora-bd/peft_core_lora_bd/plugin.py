@@ -26,12 +26,12 @@ def peft_core_register_methods(registry: MethodRegistry) -> None:
     registry.add_exports({"BdLoraConfig": BdLoraConfig})
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # a LoRA hook: the plugin still loads when LoRA is disabled
 def peft_core_lora_extensions() -> dict[str, Any]:
     return {"fields": [FIELD]}
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # a LoRA hook: the plugin still loads when LoRA is disabled
 def peft_core_lora_variant(config: Any, layer_kind: str) -> BdLoraVariant | None:
     # PEFT has block-diagonal factors for linear layers only; its embeddings and convolutions stay plain LoRA
     if getattr(config, FIELD, None) is None or layer_kind != LINEAR:

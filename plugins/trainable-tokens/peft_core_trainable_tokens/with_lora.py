@@ -31,7 +31,7 @@ def _asks_for_tokens(spec: Any, config: Any) -> bool:
     return getattr(spec, "name", None) == "LORA" and getattr(config, FIELD, None) is not None
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # a LoRA hook: the plugin still loads when LoRA is disabled
 def peft_core_lora_extensions() -> dict[str, Any]:
     return {"fields": [FIELD]}
 
@@ -56,7 +56,7 @@ def peft_core_validate_config(config: Any, model: nn.Module) -> list[str] | None
     return problems
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # a LoRA hook: the plugin still loads when LoRA is disabled
 def peft_core_lora_adapter_injected(tuner: Any, config: Any, adapter_name: str) -> None:
     indices = getattr(config, FIELD, None)
     if indices is None:
