@@ -55,6 +55,12 @@ class RoutingPlan:
         self._plans[key] = plan
         return plan
 
+    def row_names(self, n_rows: int) -> list[str]:
+        """The adapter (or ``__base__``) of each of ``n_rows`` layer rows, for layers that gather per row."""
+        self.for_rows(n_rows)  # same check of the row count
+        repeat = n_rows // len(self.adapter_names)
+        return [name for name in self.adapter_names for _ in range(repeat)]
+
     def __iter__(self):
         """The plan for the batch as given (one row per name), for callers that need no expansion."""
         return iter(self.for_rows(len(self.adapter_names)))

@@ -389,3 +389,48 @@ def test_failed_add_adapter_leaves_no_trace():
         for attr in layer.other_param_names:
             assert "second" not in getattr(layer, attr), (name, attr)
     assert {n: p.detach() for n, p in peft_model.named_parameters()}.keys() == before.keys()
+
+
+def _mixed_layer(rank: int = 4, tokens: int = 6):
+    torch.manual_seed(0)
+    model = get_peft_model(nn.Sequential(nn.Linear(8, 10)), LoraConfig(r=rank, target_modules=["0"], init_lora_weights=False),
+                           adapter_name="a")
+    model.add_adapter("b", LoraConfig(r=rank, lora_alpha=3, target_modules=["0"], init_lora_weights=False))
+    return model, torch.randn(4, tokens, 8)
+
+
+@pytest.mark.parametrize("tokens", [6, 2])  # rows of ≥ r tokens gather per row; shorter rows are grouped
+def test_mixed_batch_gathered_rows_equal_each_adapter_alone(tokens):
+    model, x = _mixed_layer(tokens=tokens)
+    names = ["b", "__base__", "a", "b"]
+    layer = model.base_model.model[0]
+    calls = []
+    gather = layer._gathered_routed
+    layer._gathered_routed = lambda *args: calls.append(out := gather(*args)) or out
+    with torch.no_grad():
+        mixed = model(x, adapter_names=names)
+        alone = {"__base__": layer.base_layer(x)}
+        for name in ("a", "b"):
+            model.set_adapter(name)
+            alone[name] = model(x)
+    assert (calls[0] is not None) == (tokens >= 4)
+    for i, name in enumerate(names):
+        torch.testing.assert_close(mixed[i], alone[name][i], rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_batch_gathered_rows_backpropagate_like_grouped_rows():
+    model, x = _mixed_layer()
+    layer = model.base_model.model[0]
+    for param in layer.parameters():
+        param.requires_grad_(param is not layer.base_layer.weight and param is not layer.base_layer.bias)
+    grads = []
+    for gathered in (True, False):
+        if not gathered:
+            layer._gathered_routed = lambda *args: None
+        model.zero_grad()
+        model(x, adapter_names=["a", "a", "b", "__base__"]).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad})
+    assert set(grads[0]) == {f"lora_{f}.{n}.weight" for f in "AB" for n in "ab"}
+    for name, grad in grads[0].items():
+        assert grad.abs().sum() > 0
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-5, atol=1e-6)
