@@ -317,19 +317,31 @@ def check_state_dict_keys_peft_format(case: Case) -> None:
     # a tuner's own tensors (a prompt) have keys of their own; prompt tuners keep heads under base_model.
     shared = {TUNER_DISK_PREFIX + n for n in tuner.shared_tensors.saved(name)} | set(tuner.tuner_entries(name))
     prefix = getattr(tuner, "disk_prefix", DISK_PREFIX)
+    # an extension may give the adapter layers of another method (LoRA's trainable tokens): their prefixes count too
+    from ..plugins import registry
+
+    prefixes = {case.spec.prefix} | {registry().get(layer.method).prefix for _, layer in tuner.adapter_layers()
+                                     if layer.has_adapter(name) and layer.method in registry()}
     for key in state:
         if not key.startswith(prefix) and key not in shared:
             raise AssertionError(f"key {key!r} does not start with {prefix!r}")
         parts = key.split(".")
         if name in parts:
             raise AssertionError(f"key {key!r} contains the adapter name {name!r}; names must be removed on save")
-        if not any(p.startswith(case.spec.prefix) for p in parts) and key[len(prefix):] not in base_keys \
+        if not any(p.startswith(tuple(prefixes)) for p in parts) and key[len(prefix):] not in base_keys \
                 and ".base_layer." not in key:
-            raise AssertionError(f"key {key!r} neither carries the method prefix {case.spec.prefix!r} nor names a base tensor")
+            raise AssertionError(f"key {key!r} neither carries a prefix of the adapter's layers {sorted(prefixes)} "
+                                 "nor names a base tensor")
     # a materialized prompt is computed for saving (PEFT saves P-tuning's MLP output, not the MLP)
     computed = set(getattr(tuner, "materialized_state", lambda _n: {})(name))
     live = {k: t.data_ptr() for k, t in saved_tensors(model, name).items()}
-    if set(state) != set(live) or any(state[k].data_ptr() != p for k, p in live.items() if k not in computed):
+    if set(state) != set(live):
+        # PEFT's layout may name a tensor differently from the module tree (LoRA's trainable tokens are saved under
+        # PEFT's ``token_adapter`` wrapper, a tied head's copy is left out): then the same tensors must be saved
+        renamed = {t.data_ptr() for k, t in state.items() if k not in computed}
+        if computed - set(state) or renamed != {p for k, p in live.items() if k not in computed}:
+            raise AssertionError("get_peft_model_state_dict() does not return exactly the adapter's own tensors")
+    elif any(state[k].data_ptr() != p for k, p in live.items() if k not in computed):
         raise AssertionError("get_peft_model_state_dict() does not return exactly the adapter's own tensors")
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, selected_adapters=[name])

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from peft_core import hookimpl
-
 from .config import BdLoraConfig
 
 TARGETS = {"mlp": ["lin0"], "tiny_llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
@@ -62,25 +60,10 @@ def bd_cases() -> Any:
                        notes={"variant": "LoRA checks run with use_bdlora configs (block-diagonal A or B per target)"})
 
 
-class _BdCasesPlugin:
-    """Answers the conformance hook for LORA with block-diagonal cases (ahead of LoRA's own answer)."""
-
-    @staticmethod
-    @hookimpl(tryfirst=True)
-    def peft_core_conformance_cases(method: str) -> Any:
-        return bd_cases() if method == "LORA" else None
-
-
-PLUGIN_NAME = "peft-core-lora-bd-conformance"
-
-
 @contextlib.contextmanager
 def bd_cases_active() -> Iterator[None]:
     """Within the block, the LORA conformance checks draw block-diagonal LoRA configs."""
-    from peft_core.plugins import register_plugin, unregister_plugin
+    from peft_core_lora.conformance import lora_cases_replaced
 
-    register_plugin(_BdCasesPlugin, name=PLUGIN_NAME)
-    try:
+    with lora_cases_replaced(bd_cases(), "peft-core-lora-bd-conformance"):
         yield
-    finally:
-        unregister_plugin(PLUGIN_NAME)

@@ -8,6 +8,8 @@ asks, so loading the plugin never needs it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -107,3 +109,26 @@ def lora_cases() -> Any:
 @hookimpl
 def peft_core_conformance_cases(method: str) -> Any:
     return lora_cases() if method == "LORA" else None
+
+
+@contextlib.contextmanager
+def lora_cases_replaced(cases: Any, name: str) -> Iterator[None]:
+    """Within the block, ``peft_core_conformance_cases("LORA")`` answers ``cases`` instead of LoRA's own.
+
+    For plugins that extend LoRA without a method of their own (a variant, an extension
+    field): their conformance run is LoRA's checks fed with their configs. ``name`` registers
+    the temporary answering plugin (unique per caller).
+    """
+    from peft_core.plugins import register_plugin, unregister_plugin
+
+    class _Answer:
+        @staticmethod
+        @hookimpl(tryfirst=True)
+        def peft_core_conformance_cases(method: str) -> Any:
+            return cases if method == "LORA" else None
+
+    register_plugin(_Answer, name=name)
+    try:
+        yield
+    finally:
+        unregister_plugin(name)

@@ -8,6 +8,9 @@ when the suite asks.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -58,6 +61,32 @@ def trainable_tokens_cases() -> Any:
         notes={"multi_active": "adapters active together must train disjoint tokens (refused otherwise, as in PEFT)",
                "tied heads": "a head tied to the embedding (tie_word_embeddings) uses the embedding's trained rows"},
     )
+
+
+@lru_cache(maxsize=1)
+def lora_tokens_cases() -> Any:
+    """LoRA's own tiny-Llama configs, each with ``trainable_token_indices`` (a few tokens, list form)."""
+    from hypothesis import strategies as st
+
+    from peft_core.conformance import MethodCases
+    from peft_core_lora.conformance import lora_cases
+
+    lora = lora_cases()
+    tokens = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=4, unique=True)
+    configs = st.tuples(lora.configs["tiny_llama"], tokens).map(
+        lambda pair: dataclasses.replace(pair[0], trainable_token_indices=pair[1]))
+    return MethodCases(configs={"tiny_llama": configs}, invalid_configs=lora.invalid_configs,
+                       identity_at_init=lora.identity_at_init,
+                       notes={**lora.notes, "extension": "LoRA checks run with trainable_token_indices configs"})
+
+
+@contextlib.contextmanager
+def lora_tokens_cases_active() -> Iterator[None]:
+    """Within the block, the LORA conformance checks draw LoRA configs with trainable tokens."""
+    from peft_core_lora.conformance import lora_cases_replaced
+
+    with lora_cases_replaced(lora_tokens_cases(), "peft-core-trainable-tokens-lora-conformance"):
+        yield
 
 
 @hookimpl

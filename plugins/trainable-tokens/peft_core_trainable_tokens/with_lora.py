@@ -62,8 +62,11 @@ def peft_core_lora_adapter_injected(tuner: Any, config: Any, adapter_name: str) 
     if indices is None:
         return
     targets = resolve_token_targets(tuner.model, indices)
+    dtype = _factor_dtype(tuner, adapter_name)
     for name, ids in targets.items():
-        add_tokens(tuner, name, adapter_name, config, ids)
+        rows = add_tokens(tuner, name, adapter_name, config, ids).trainable_tokens_delta[adapter_name]
+        if dtype is not None:
+            rows.data = rows.data.to(dtype)
     # a tied head named with the embedding's own indices is tied (PEFT skips wrapping it separately)
     embedding_ids = next(iter(targets.values()))
     getter = getattr(tuner.model, "get_input_embeddings", None)
@@ -73,6 +76,22 @@ def peft_core_lora_adapter_injected(tuner: Any, config: Any, adapter_name: str) 
                 embedding_ids = targets.get(name, embedding_ids)
     own = [name for name, ids in targets.items() if ids != embedding_ids]
     tie_heads(tuner, skip=own)
+
+
+def _factor_dtype(tuner: Any, adapter_name: str) -> torch.dtype | None:
+    """The dtype the adapter's LoRA factors were given (fp32 over a half-precision base with autocast_adapter_dtype).
+
+    The trained rows take it too, so one adapter's tensors share one precision, whichever
+    ``autocast_adapter_dtype`` the adapter was injected with.
+    """
+    from peft_core_lora.layer import LoraLayer
+
+    for _, layer in tuner.adapter_layers():
+        if isinstance(layer, LoraLayer) and layer.has_adapter(adapter_name):
+            tensors = layer.adapter_parameters(adapter_name)
+            if tensors:
+                return tensors[0].dtype
+    return None
 
 
 def _paths(model: nn.Module) -> tuple[dict[str, str], list[str]]:

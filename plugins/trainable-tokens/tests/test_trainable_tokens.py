@@ -93,3 +93,12 @@ def test_lora_adapter_with_tokens_activates_and_deletes_as_one():
     assert embedding.trainable_tokens_delta["y"].requires_grad and not embedding.trainable_tokens_delta["x"].requires_grad
     model.delete_adapter("x")
     assert embedding.adapter_names == ["y"]
+
+
+def test_a_head_targeted_next_to_its_tied_embedding_becomes_tied():
+    # (PEFT 0.21.2 wraps such a head twice and cannot run it; here the head simply shares the embedding's rows)
+    config = TrainableTokensConfig(token_indices=[5], target_modules=["embed_tokens", "lm_head"])
+    model = get_peft_model(tiny_llama(tie_word_embeddings=True), config)
+    inner = model.base_model.model
+    assert inner.lm_head.tied_to is inner.model.embed_tokens
+    assert not isinstance(inner.lm_head.base_layer, TrainableTokensLayer)
