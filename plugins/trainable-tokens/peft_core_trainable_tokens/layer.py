@@ -151,8 +151,10 @@ class TrainableTokensLayer(AdapterLayer):
         hit = ordered[slot] == ids
         rows = delta[order[slot]]
         scale = getattr(base_of(self.base_layer), "embed_scale", None)  # scaled embeddings (Gemma) scale every row
-        if isinstance(scale, torch.Tensor) or isinstance(scale, (int, float)):
-            rows = rows * (scale.to(rows.dtype) if isinstance(scale, torch.Tensor) else scale)
+        if isinstance(scale, torch.Tensor):
+            rows = rows * scale.to(rows.dtype)
+        elif isinstance(scale, (int, float)):
+            rows = rows * scale
         return torch.where(hit.unsqueeze(-1), rows.to(result.dtype), result)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from peft_core import hookimpl
+from peft_core.errors import ConfigError
 
 from .config import check_token_indices
 from .injection import add_tokens, resolve_token_targets, tie_heads, token_layers
@@ -46,7 +47,7 @@ def peft_core_validate_config(config: Any, model: nn.Module) -> list[str] | None
     for key, ids in groups:
         try:
             check_token_indices(ids, f"trainable_token_indices[{key!r}]" if isinstance(indices, dict) else key)
-        except Exception as exc:  # ConfigError: collected with the other problems
+        except ConfigError as exc:  # collected with the other problems
             problems.append(str(exc))
     saved_fully = set(getattr(config, "modules_to_save", None) or ())
     for key in (indices if isinstance(indices, dict) else {}):
@@ -67,14 +68,11 @@ def peft_core_lora_adapter_injected(tuner: Any, config: Any, adapter_name: str) 
         rows = add_tokens(tuner, name, adapter_name, config, ids).trainable_tokens_delta[adapter_name]
         if dtype is not None:
             rows.data = rows.data.to(dtype)
-    # a tied head named with the embedding's own indices is tied (PEFT skips wrapping it separately)
-    embedding_ids = next(iter(targets.values()))
+    # a tied head named with the embedding's own indices is tied to it (PEFT does not wrap it separately)
     getter = getattr(tuner.model, "get_input_embeddings", None)
-    if getter is not None:
-        for name, layer in token_layers(tuner.model):
-            if layer is getter():
-                embedding_ids = targets.get(name, embedding_ids)
-    own = [name for name, ids in targets.items() if ids != embedding_ids]
+    embedding = getter() if getter is not None else None
+    embedding_name = next((name for name, layer in token_layers(tuner.model) if layer is embedding), None)
+    own = [name for name, ids in targets.items() if name != embedding_name and ids != targets.get(embedding_name)]
     tie_heads(tuner, skip=own)
 
 
