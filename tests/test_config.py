@@ -131,7 +131,17 @@ def test_from_pretrained_missing_or_broken_files(tmp_path):
         PeftConfig.from_pretrained(tmp_path / "untyped")
 
 
-def test_unknown_method_says_what_to_install(tmp_path):
+@pytest.fixture
+def without_ia3(monkeypatch):
+    """Plugins as installed, but with the IA³ plugin blocked: a known method that is not installed."""
+    monkeypatch.setenv("PEFT_CORE_DISABLE_PLUGINS", "ia3")
+    reload_plugins()
+    yield
+    monkeypatch.undo()
+    reload_plugins()
+
+
+def test_unknown_method_says_what_to_install(tmp_path, without_ia3):
     missing = [(t, d) for t, (d, _) in _PLUGINS.items() if t not in registry()]
     assert missing, "every known method is installed; this test needs one that is not"
     peft_type, dist = missing[0]
@@ -143,7 +153,7 @@ def test_unknown_method_says_what_to_install(tmp_path):
         PeftConfig.from_dict({"peft_type": "NOT_A_METHOD"})
 
 
-def test_method_class_reading_another_methods_config_does_not_relabel_it(tmp_path):
+def test_method_class_reading_another_methods_config_does_not_relabel_it(tmp_path, without_ia3):
     # like PEFT, LoraConfig.from_pretrained dispatches on peft_type instead of silently
     # turning another method's adapter into a LoRA config
     missing = [t for t in _PLUGINS if t not in registry()]
@@ -225,7 +235,7 @@ def test_lora_config_exported_lazily():
     assert LoraModel.__name__ == "LoraModel"
 
 
-def test_uninstalled_plugin_name_says_what_to_install():
+def test_uninstalled_plugin_name_says_what_to_install(without_ia3):
     names = [(n, d) for t, (d, ns) in _PLUGINS.items() if t not in registry() for n in ns]
     preferred = [x for x in names if x[0] == "IA3Config"] or names
     name, dist = preferred[0]

@@ -42,6 +42,23 @@ def effective_weight(layer: AdapterLayer) -> torch.Tensor:
     return out.float().T
 
 
+def _through_unmerge(layer: AdapterLayer, merged: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """How far the merge's rounding can move what unmerging computes: the bound carried through the unmerge map.
+
+    An additive adapter's unmerge subtracts a fixed delta and carries the rounding over
+    unchanged; one that rescales (DoRA divides rows by its magnitude factor) scales it too.
+    The map is the layer's own ``unmerged_weight``, applied to the merged weight with and
+    without the bound added; what is compared afterwards is still the original weight.
+    """
+    if isinstance(layer.base_layer, AdapterLayer) or all(layer.merges_additively(n) for n in layer.merged_adapters):
+        return bound
+    with torch.no_grad():
+        low, high = merged.clone(), merged + bound
+        for name in reversed(layer.merged_adapters):
+            low, high = layer.unmerged_weight(low, name), layer.unmerged_weight(high, name)
+    return (high.float() - low.float()).abs()
+
+
 def writes(layer: AdapterLayer) -> int:
     """How many times merging wrote (and so rounded) this module's weight: once per merged adapter of its stack."""
     count = 0
@@ -82,7 +99,8 @@ def assert_merged(model: Any, expected: dict[str, torch.Tensor], what: str) -> d
         layer = layers[path]
         got = dense_weight(layer).float()
         err = (got - want).abs()
-        bound = bounds[path] = (rounding(layer, want) + _slack(want)) * writes(layer)
+        bound = (rounding(layer, want) + _slack(want)) * writes(layer)
+        bounds[path] = _through_unmerge(layer, want, bound)
         if not err.le(bound).all():
             worst = (err - bound).argmax()
             raise AssertionError(f"{what}: layer {path!r} stores a weight off the unmerged layer's by "
