@@ -62,7 +62,8 @@ def test_generated_plugin_installs_and_passes_the_suite(tmp_path):
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
         lines = [line for line in run.stdout.splitlines() if line.startswith("check_")]
-        assert len(lines) >= 20 and all(line.split()[-1] == "passed" for line in lines), run.stdout
+        outcomes = [line.split(maxsplit=1)[1].strip() for line in lines]
+        assert outcomes.count("passed") >= 20 and set(outcomes) <= {"passed", "not applicable"}, run.stdout
     finally:
         subprocess.run([*pip, "uninstall", "-y", f"peft-core-{name}"], capture_output=True, timeout=300)
     after = subprocess.run([str(BIN / "pip"), "show", f"peft-core-{name}"], capture_output=True, text=True)
