@@ -141,24 +141,42 @@ class AdapterLayer(nn.Module):
         return getattr(base_of(self.base_layer), "bias", None)
 
     def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
-        params: list[nn.Parameter] = []
-        for attr in self.adapter_layer_names:
-            container = getattr(self, attr)
-            if adapter_name not in container:
-                continue
-            item = container[adapter_name]
-            # frozen buffers (a BufferDict's tensors) are saved with the adapter but never trained
-            params.extend(item.parameters() if isinstance(item, nn.Module) else [item] if isinstance(item, nn.Parameter) else [])
-        return params
+        return _parameters_of(adapter_name, [getattr(self, attr) for attr in self.adapter_layer_names])
 
     def set_adapter(self, adapter_names: str | Sequence[str], trainable: dict[str, bool] | None = None) -> None:
         """Activate ``adapter_names`` (those this layer holds); set which get gradients."""
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         self._active_adapters = [n for n in names if self.has_adapter(n)]
+        own = type(self).adapter_parameters is AdapterLayer.adapter_parameters
+        containers = [getattr(self, attr) for attr in self.adapter_layer_names] if own else []
         for name in self.adapter_names:
             wanted = name in self._active_adapters and (trainable or {}).get(name, True)
-            for param in self.adapter_parameters(name):
-                param.requires_grad_(wanted)
+            # adapter_parameters inlined over containers looked up once: this runs per adapter and layer on every load
+            params = _parameters_of(name, containers) if own else self.adapter_parameters(name)
+            for param in params:
+                if param.requires_grad != wanted:  # most flags are right already; requires_grad_ is a call into torch
+                    param.requires_grad_(wanted)
+
+    def train(self, mode: bool = True) -> AdapterLayer:
+        """``nn.Module.train``, cheaper over many adapters: leaf adapter modules already in ``mode`` are skipped.
+
+        ``model.eval()`` runs on every ``load_adapter``; the generic walk visits each adapter's
+        modules of each layer, so loading got slower with every adapter already loaded.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        for child in self._modules.values():
+            if child is None:
+                continue
+            if type(child) is not nn.ModuleDict:
+                child.train(mode)
+                continue
+            child.training = mode
+            for item in child._modules.values():
+                if item is not None and (item.training != mode or item._modules or type(item).train is not nn.Module.train):
+                    item.train(mode)
+        return self
 
     def enable_adapters(self, enabled: bool) -> None:
         """Enable or disable every adapter of this layer (disabling unmerges first)."""
@@ -286,6 +304,21 @@ class AdapterLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"adapters={self.adapter_names}, active={self._active_adapters}, merged={self.merged_adapters}"
+
+
+def _parameters_of(adapter_name: str, containers: Sequence[Any]) -> list[nn.Parameter]:
+    """The trainable tensors of one adapter in a layer's per-adapter containers."""
+    params: list[nn.Parameter] = []
+    for container in containers:
+        if adapter_name not in container:
+            continue
+        item = container[adapter_name]
+        if isinstance(item, nn.Module) and not item._modules:  # a leaf (lora_A's Linear): skip the generic walk
+            params.extend(p for p in item._parameters.values() if p is not None)
+            continue
+        # frozen buffers (a BufferDict's tensors) are saved with the adapter but never trained
+        params.extend(item.parameters() if isinstance(item, nn.Module) else [item] if isinstance(item, nn.Parameter) else [])
+    return params
 
 
 def base_of(module: nn.Module) -> nn.Module:

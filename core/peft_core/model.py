@@ -290,7 +290,7 @@ class PeftModel(nn.Module):
         config = PeftConfig.from_pretrained(path)
         _refuse_trainable_prompt(config, is_trainable)
         config.inference_mode = not is_trainable
-        flags = {p: p.requires_grad for p in self.parameters()}  # adding freezes the base; a failure gives them back
+        flags = _grad_flags(self)  # adding freezes the base; a failure gives them back
         self.add_adapter(adapter_name, config)
         try:
             result = self._load_weights(path, adapter_name, torch_device, strict=strict)
@@ -318,6 +318,28 @@ class PeftModel(nn.Module):
                 stacklevel=3,
             )
         return result
+
+
+def _grad_flags(model: nn.Module) -> dict[nn.Parameter, bool]:
+    """``{p: p.requires_grad for p in model.parameters()}`` by a plain walk over ``_modules``.
+
+    ``parameters()`` goes through generic named-member generators; with many adapters
+    loaded (three modules per adapter and layer) that walk was a large part of each
+    ``load_adapter``.
+    """
+    flags: dict[nn.Parameter, bool] = {}
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        for param in module._parameters.values():
+            if param is not None:
+                flags[param] = param.requires_grad
+        stack.extend(m for m in module._modules.values() if m is not None)
+    return flags
 
 
 def _refuse_trainable_prompt(config: PeftConfig, is_trainable: bool) -> None:

@@ -112,11 +112,13 @@ def _check_fan_in_fan_out(config: LoraConfig, model: nn.Module) -> None:
         from transformers.pytorch_utils import Conv1D
     except Exception:  # pragma: no cover
         return
-    has_conv1d = any(isinstance(m, Conv1D) for m in model.modules())
+    from peft_core.layer import base_of
+
+    # only the walk below can find a target, so the early-out skips adapter layers' insides too (loading
+    # the 30th adapter walked every adapter module of every layer here)
+    has_conv1d = any(isinstance(base_of(m), Conv1D) for _, m in walk_modules(model))
     if has_conv1d and not config.fan_in_fan_out and config.target_modules is not None:
         # the real target rules (lists, dotted suffixes, regexes, "all-linear"), as PEFT sees each Conv1D it wraps
-        from peft_core.layer import base_of
-
         matcher = TargetMatcher(config, model)
         if any(n and isinstance(base_of(m), Conv1D) and matcher.targeted(n, m) and not matcher.excluded(n)
                for n, m in walk_modules(model)):
