@@ -440,6 +440,8 @@ def _freeze_all_but_adapters(layer: AdapterLayer) -> None:
             continue
         if isinstance(child, AdapterLayer):
             _freeze_all_but_adapters(child)
+        elif not child._modules:  # a leaf base layer: its own parameters, without the generic member walk
+            _freeze(child._parameters.values())
         else:
             _freeze(child.parameters())
 
@@ -481,7 +483,11 @@ def _place_adapter(layer: AdapterLayer, adapter_name: str, desc: Any, autocast_a
 
 def _placed(module: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``module.to(device=device, dtype=dtype)`` would change nothing."""
-    for tensor in (*module.parameters(), *module.buffers()):
+    if module._modules:
+        tensors: Any = (*module.parameters(), *module.buffers())
+    else:  # a leaf (lora_A's Linear): its own tensors, without the generic member walk
+        tensors = [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
+    for tensor in tensors:
         if tensor.device != device or (tensor.is_floating_point() and tensor.dtype != dtype):
             return False
     return True

@@ -89,7 +89,9 @@ class LoraLayer(AdapterLayer):
     def default_init(self, adapter_name: str, init: bool | str) -> None:
         """LoRA's own initialisations: ``True`` (Kaiming A, zero B) and ``"gaussian"``."""
         A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
-        if init is True:
+        if init is True and A.weight.dim() == 2 and type(A.weight) is nn.Parameter:
+            _kaiming_a_sqrt5_(A.weight)  # the same draw, without kaiming_uniform_'s per-call lookups
+        elif init is True:
             nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
         else:  # "gaussian"
             nn.init.normal_(A.weight, std=1 / self.r[adapter_name])
@@ -149,16 +151,23 @@ def _linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
     layer.in_features, layer.out_features = in_features, out_features
     weight = torch.empty(out_features, in_features)
     extra = torch.empty(out_features) if bias else None
+    _kaiming_a_sqrt5_(weight)
     with torch.no_grad():
-        if weight.numel():  # kaiming_uniform_ leaves empty tensors alone
-            std = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2)) / math.sqrt(in_features)  # kaiming, a=√5, fan_in
-            weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
         if extra is not None:
             bound = 1 / math.sqrt(in_features) if in_features > 0 else 0
             extra.uniform_(-bound, bound)
     layer.weight = nn.Parameter(weight)
     layer.register_parameter("bias", nn.Parameter(extra) if extra is not None else None)
     return layer
+
+
+def _kaiming_a_sqrt5_(weight: torch.Tensor) -> None:
+    """``nn.init.kaiming_uniform_(weight, a=math.sqrt(5))`` for a 2-d weight: the same bound, the same draw."""
+    if not weight.numel():  # kaiming_uniform_ leaves empty tensors alone
+        return
+    std = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2)) / math.sqrt(weight.shape[1])  # gain for a=√5, fan_in
+    with torch.no_grad():
+        weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
 
 
 class LoraLinear(LoraLayer):
