@@ -149,8 +149,9 @@ class AdapterLayer(nn.Module):
         self._active_adapters = [n for n in names if self.has_adapter(n)]
         own = type(self).adapter_parameters is AdapterLayer.adapter_parameters
         containers = [getattr(self, attr) for attr in self.adapter_layer_names] if own else []
+        active, trainable = self._active_adapters, trainable or {}
         for name in self.adapter_names:
-            wanted = name in self._active_adapters and (trainable or {}).get(name, True)
+            wanted = name in active and trainable.get(name, True)
             # adapter_parameters inlined over containers looked up once: this runs per adapter and layer on every load
             params = _parameters_of(name, containers) if own else self.adapter_parameters(name)
             for param in params:
@@ -310,11 +311,15 @@ def _parameters_of(adapter_name: str, containers: Sequence[Any]) -> list[nn.Para
     """The trainable tensors of one adapter in a layer's per-adapter containers."""
     params: list[nn.Parameter] = []
     for container in containers:
-        if adapter_name not in container:
+        # a ModuleDict's own dict: its __contains__/__getitem__ cost a call each, per adapter and layer
+        lookup = container._modules if type(container) is nn.ModuleDict else container
+        if adapter_name not in lookup:
             continue
-        item = container[adapter_name]
+        item = lookup[adapter_name]
         if isinstance(item, nn.Module) and not item._modules:  # a leaf (lora_A's Linear): skip the generic walk
-            params.extend(p for p in item._parameters.values() if p is not None)
+            for param in item._parameters.values():
+                if param is not None:
+                    params.append(param)
             continue
         # frozen buffers (a BufferDict's tensors) are saved with the adapter but never trained
         params.extend(item.parameters() if isinstance(item, nn.Module) else [item] if isinstance(item, nn.Parameter) else [])

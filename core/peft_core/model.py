@@ -332,13 +332,15 @@ def _grad_flags(model: nn.Module) -> dict[nn.Parameter, bool]:
     stack = [model]
     while stack:
         module = stack.pop()
-        if id(module) in seen:
+        if module is None or id(module) in seen:
             continue
         seen.add(id(module))
-        for param in module._parameters.values():
-            if param is not None:
-                flags[param] = param.requires_grad
-        stack.extend(m for m in module._modules.values() if m is not None)
+        if module._parameters:
+            for param in module._parameters.values():
+                if param is not None:
+                    flags[param] = param.requires_grad
+        if module._modules:
+            stack.extend(module._modules.values())
     return flags
 
 

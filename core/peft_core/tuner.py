@@ -442,6 +442,9 @@ def _freeze_all_but_adapters(layer: AdapterLayer) -> None:
             _freeze_all_but_adapters(child)
         elif not child._modules:  # a leaf base layer: its own parameters, without the generic member walk
             _freeze(child._parameters.values())
+        elif type(child) is nn.ModuleDict and not any(m._modules for m in child._modules.values() if m is not None):
+            # per-adapter leaves (LoRA's dropouts): visited on every add_adapter, so no generic walk per adapter
+            _freeze(p for m in child._modules.values() if m is not None for p in m._parameters.values())
         else:
             _freeze(child.parameters())
 
