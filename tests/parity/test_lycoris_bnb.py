@@ -11,14 +11,13 @@ quantized model is checked to be the PEFT-format adapter of the unquantized one.
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 from peft_core import PeftModel, get_peft_model
+from peft_core.conformance.fixtures import llama_dir  # noqa: F401  (pytest fixture)
 from peft_core.conformance.models import tiny_llama, token_batch
-from peft_core.conformance.parity import max_diff, model_output, perturb_trainable
+from peft_core.conformance.parity import load_quantized, max_diff, model_output, perturb_trainable
 
 pytest.importorskip("bitsandbytes")
 peft = pytest.importorskip("peft")
@@ -35,29 +34,12 @@ CONFIGS = {"LOHA": lambda: loha.LoHaConfig(target_modules=TARGETS, r=4),
 MERGE_ROUNDING = {4: 0.35, 8: 0.05}
 
 
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_llama().save_pretrained(path)
-    return path
-
-
-def _load(path, bits: int):
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4") if bits == 4 \
-        else BitsAndBytesConfig(load_in_8bit=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AutoModelForCausalLM.from_pretrained(path, quantization_config=quant).eval()
-
-
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("method", ["LOHA", "LOKR"])
 def test_lycoris_on_quantized_llama(method, bits, llama_dir, tmp_path):
     inputs = {"input_ids": token_batch()}
-    base_out = model_output(_load(llama_dir, bits), inputs)
-    ours = get_peft_model(_load(llama_dir, bits), CONFIGS[method]())
+    base_out = model_output(load_quantized(llama_dir, bits), inputs)
+    ours = get_peft_model(load_quantized(llama_dir, bits), CONFIGS[method]())
     layer = ours.base_model.model.model.layers[0].self_attn.k_proj
     assert layer.description.quantized
     perturb_trainable(ours, seed=1, scale=0.3)
@@ -68,7 +50,7 @@ def test_lycoris_on_quantized_llama(method, bits, llama_dir, tmp_path):
     ours.save_pretrained(tmp_path)
 
     if bits == 8:
-        theirs = peft.PeftModel.from_pretrained(_load(llama_dir, bits), tmp_path)
+        theirs = peft.PeftModel.from_pretrained(load_quantized(llama_dir, bits), tmp_path)
         assert max_diff(model_output(theirs, inputs), out) <= 1e-5
     else:  # the same adapter on the unquantized model: identical deltas, and PEFT loads it there
         plain = PeftModel.from_pretrained(tiny_llama(), tmp_path)

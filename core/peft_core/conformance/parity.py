@@ -160,3 +160,27 @@ def quantized_round_trip(
     ours.unmerge_adapter()
     diffs["unmerge"] = max_diff(model_output(ours, inputs), out)
     return diffs
+
+
+def checked_quantized_round_trip(
+    peft: Any, directory: str | Path, bits: int, config: Any, inputs: Mapping[str, torch.Tensor],
+    save_to: str | Path, *, merge_rounding: Mapping[int, float], vs_peft_tolerance: Mapping[int, float],
+) -> dict[str, float]:
+    """``quantized_round_trip``, then fail unless the adapter matters and everything else is rounding.
+
+    The adapter must move the output (``effect`` > 1e-2, else nothing was compared); PEFT's reading
+    may differ by ``vs_peft_tolerance[bits]`` of that effect (plus 1e-5 of float noise); merging may
+    move the output by ``merge_rounding[bits]`` of it, unmerging (a second requantization) by twice
+    that. Tolerances stay in each test, since they are the method's claims. Returns the diffs.
+    """
+    diffs = quantized_round_trip(peft, directory, bits, config, inputs, save_to)
+    effect = diffs["effect"]
+    if not effect > 1e-2:
+        raise AssertionError(f"the adapter barely moves the output, nothing was compared: {diffs}")
+    if not diffs["vs_peft"] <= vs_peft_tolerance[bits] * effect + 1e-5:
+        raise AssertionError(f"PEFT's output for the saved adapter differs beyond the tolerance: {diffs}")
+    if not diffs["merge"] < merge_rounding[bits] * effect:
+        raise AssertionError(f"merging moves the output beyond requantization rounding: {diffs}")
+    if not diffs["unmerge"] < 2 * merge_rounding[bits] * effect:
+        raise AssertionError(f"unmerging moves the output beyond requantization rounding: {diffs}")
+    return diffs
