@@ -117,6 +117,46 @@ def round_trip_both_ways(
     return diffs
 
 
+def checked_round_trip_both_ways(
+    peft: Any, build: Any, inputs: Mapping[str, torch.Tensor], ours_config: Any, theirs_config: Any,
+    directory: str | Path, atol: float = 1e-5,
+) -> dict[str, float]:
+    """``round_trip_both_ways``, then fail unless the adapter matters and both libraries agree.
+
+    The adapter must move the output (``moved`` > 1e-3, else nothing was compared); outputs
+    after loading in the other library and the merged weights and outputs must agree within
+    ``atol``; both libraries must write the same ``adapter_config.json``, which PEFT reads back
+    as ``theirs_config``'s class. Returns the diffs (tests print or report them).
+    """
+    directory = Path(directory)
+    diffs = round_trip_both_ways(peft, build, inputs, ours_config, theirs_config, directory)
+    if not diffs["moved"] > 1e-3:
+        raise AssertionError(f"the adapter must change the output for the comparison to mean anything: {diffs}")
+    for key in ("ours_to_peft", "peft_to_ours", "merged_weights", "merged_output"):
+        if not diffs[key] <= atol:
+            raise AssertionError(f"{key} differs by more than {atol}: {diffs}")
+    if config_json(directory / "ours") != config_json(directory / "theirs"):
+        raise AssertionError(f"adapter_config.json differs: {config_json(directory / 'ours')} vs "
+                             f"{config_json(directory / 'theirs')}")
+    read_back = type(peft.PeftConfig.from_pretrained(str(directory / "ours")))
+    if read_back is not type(theirs_config):
+        raise AssertionError(f"PEFT reads our config as {read_back.__name__}, not {type(theirs_config).__name__}")
+    return diffs
+
+
+def token_inputs() -> dict[str, torch.Tensor]:
+    """Model inputs for the tiny language models: ``input_ids`` of ``token_batch()``."""
+    from .models import token_batch
+
+    return {"input_ids": token_batch()}
+
+
+def image_inputs() -> dict[str, torch.Tensor]:
+    """Seeded model inputs for ``models.convnet``: a 2×3×8×8 image batch and its labels."""
+    gen = torch.Generator().manual_seed(0)
+    return {"pixel_values": torch.randn(2, 3, 8, 8, generator=gen), "labels": torch.tensor([1, 7])}
+
+
 def load_quantized(directory: str | Path, bits: int) -> nn.Module:
     """The causal LM saved in ``directory``, loaded with bitsandbytes ``bits``-bit (4: NF4, or 8) weights."""
     import warnings

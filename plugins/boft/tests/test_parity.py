@@ -13,8 +13,16 @@ import pytest
 import torch
 
 from peft_core import PeftModel, get_peft_model
-from peft_core.conformance.models import convnet, mlp, tiny_llama, token_batch
-from peft_core.conformance.parity import config_json, max_diff, model_output, perturb_trainable, saved_shapes
+from peft_core.conformance.models import convnet, mlp, tiny_llama
+from peft_core.conformance.parity import (
+    config_json,
+    image_inputs,
+    max_diff,
+    model_output,
+    perturb_trainable,
+    saved_shapes,
+    token_inputs,
+)
 from peft_core.errors import ConfigError
 from peft_core_boft import BOFTConfig
 from peft_core_boft.layer import butterfly_permutation
@@ -28,25 +36,16 @@ ATOL = 1e-5
 LLAMA = ["q_proj", "v_proj", "down_proj"]
 
 
-def _tokens():
-    return {"input_ids": token_batch()}
-
-
-def _images():
-    gen = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.randn(2, 3, 8, 8, generator=gen), "labels": torch.tensor([1, 7])}
-
-
 CASES = {
-    "block_size": (tiny_llama, _tokens, {"target_modules": LLAMA, "boft_block_size": 4}),
-    "block_num": (tiny_llama, _tokens, {"target_modules": ["k_proj", "o_proj", "up_proj"], "boft_block_size": 0,
-                                        "boft_block_num": 4}),
-    "mlp_modules_to_save": (mlp, _tokens, {"target_modules": ["lin0"], "boft_block_size": 8,
-                                           "modules_to_save": ["lin1"]}),
-    "convnet_conv2d": (convnet, _images, {"target_modules": ["conv0", "conv1", "head"], "boft_block_size": 0,
-                                          "boft_block_num": 1}),
-    "layers_to_transform": (tiny_llama, _tokens, {"target_modules": LLAMA, "boft_block_size": 8,
-                                                  "layers_to_transform": [1], "layers_pattern": "layers"}),
+    "block_size": (tiny_llama, token_inputs, {"target_modules": LLAMA, "boft_block_size": 4}),
+    "block_num": (tiny_llama, token_inputs, {"target_modules": ["k_proj", "o_proj", "up_proj"], "boft_block_size": 0,
+                                             "boft_block_num": 4}),
+    "mlp_modules_to_save": (mlp, token_inputs, {"target_modules": ["lin0"], "boft_block_size": 8,
+                                                "modules_to_save": ["lin1"]}),
+    "convnet_conv2d": (convnet, image_inputs, {"target_modules": ["conv0", "conv1", "head"], "boft_block_size": 0,
+                                               "boft_block_num": 1}),
+    "layers_to_transform": (tiny_llama, token_inputs, {"target_modules": LLAMA, "boft_block_size": 8,
+                                                       "layers_to_transform": [1], "layers_pattern": "layers"}),
 }
 
 
@@ -96,7 +95,7 @@ def test_boft_parity(case, tmp_path):
 
 def test_multi_factor_checkpoint_from_peft_without_cuda_loads(tmp_path):
     kwargs = {"target_modules": LLAMA, "boft_block_size": 4, "boft_n_butterfly_factor": 2}
-    inputs = _tokens()
+    inputs = token_inputs()
     theirs = peft.get_peft_model(tiny_llama(), peft.BOFTConfig(**kwargs))
     perturb_trainable(theirs, seed=7)
     theirs.eval()

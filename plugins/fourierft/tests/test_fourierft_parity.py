@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from peft_core import PeftModel, get_peft_model
-from peft_core.conformance.models import mlp, tiny_gpt2, tiny_llama, token_batch
-from peft_core.conformance.parity import config_json, max_diff, model_output, perturb_trainable, saved_shapes
+from peft_core.conformance.models import mlp, tiny_gpt2, tiny_llama
+from peft_core.conformance.parity import (
+    config_json,
+    max_diff,
+    model_output,
+    perturb_trainable,
+    saved_shapes,
+    token_inputs,
+)
 from peft_core.layer import AdapterLayer
 from peft_core_fourierft import FourierFTConfig
 from peft_core_fourierft.layer import FourierFTLayer
@@ -27,10 +34,6 @@ pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore::UserWarnin
 ATOL = 1e-5
 #: the largest difference each direction showed, reported by the last test
 MEASURED: dict[str, float] = {}
-
-
-def _tokens():
-    return {"input_ids": token_batch()}
 
 
 CASES = {
@@ -53,7 +56,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_fourierft_parity(case, tmp_path):
     build, kwargs = CASES[case]
-    inputs = _tokens()
+    inputs = token_inputs()
     base_out = model_output(build(), inputs)
 
     # ours -> PEFT
@@ -105,7 +108,7 @@ def test_default_init_is_the_same_adapter_as_peft():
             assert torch.equal(layers[name].indices["default"], module.indices["default"]), name
             assert torch.equal(layers[name].fourierft_spectrum["default"], module.fourierft_spectrum["default"]), name
     assert len(layers) == 4
-    inputs = _tokens()
+    inputs = token_inputs()
     diff = max_diff(model_output(ours, inputs), model_output(theirs, inputs))
     assert diff <= ATOL
     MEASURED["default_init"] = diff

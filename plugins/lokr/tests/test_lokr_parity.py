@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from peft_core import get_peft_model
-from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama, token_batch
+from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
 from peft_core.conformance.parity import (
-    config_json,
+    checked_round_trip_both_ways,
+    image_inputs,
     max_diff,
     model_output,
     perturb_trainable,
-    round_trip_both_ways,
     saved_shapes,
+    token_inputs,
 )
 from peft_core_lokr import LoKrConfig
 
@@ -31,46 +32,35 @@ ATOL = 1e-5
 LLAMA = ["q_proj", "v_proj", "down_proj"]
 
 
-def _tokens():
-    return {"input_ids": token_batch()}
-
-
-def _images():
-    gen = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.randn(2, 3, 8, 8, generator=gen), "labels": torch.tensor([1, 7])}
-
-
 CASES = {
-    "llama_whole_factors": (tiny_llama, _tokens, {"target_modules": LLAMA, "r": 8}),
-    "llama_low_rank_w2": (tiny_llama, _tokens, {"target_modules": LLAMA, "r": 1, "alpha": 4}),
-    "llama_decompose_both_lycoris": (tiny_llama, _tokens, {"target_modules": LLAMA, "r": 1, "decompose_both": True,
-                                                           "decompose_factor": 16, "init_weights": "lycoris"}),
-    "llama_patterns_factor": (tiny_llama, _tokens, {"target_modules": LLAMA, "r": 4, "decompose_factor": 4,
-                                                    "rank_pattern": {"q_proj": 1}, "alpha_pattern": {"v_proj": 2.5},
-                                                    "rank_dropout": 0.1, "rank_dropout_scale": True}),
-    "llama_layers_random_init": (tiny_llama, _tokens, {"target_modules": ["k_proj", "up_proj"], "r": 2,
-                                                       "layers_to_transform": 0, "layers_pattern": "layers",
-                                                       "init_weights": False}),
-    "mlp_conv1d_whole_save": (mlp, _tokens, {"target_modules": ["lin0", "conv1d"], "r": 8,
-                                             "modules_to_save": ["lin1"]}),
-    "mlp_conv1d_flat": (mlp, _tokens, {"target_modules": ["lin0", "conv1d"], "r": 1, "decompose_both": True}),
-    "convnet_whole": (convnet, _images, {"target_modules": ["conv0", "conv1", "head"], "r": 8}),
-    "convnet_flat": (convnet, _images, {"target_modules": ["conv0", "conv1", "head"], "r": 1}),
-    "convnet_effective": (convnet, _images, {"target_modules": ["conv0", "conv1", "head"], "r": 1,
-                                             "use_effective_conv2d": True, "decompose_both": True,
-                                             "decompose_factor": 2, "module_dropout": 0.3}),
+    "llama_whole_factors": (tiny_llama, token_inputs, {"target_modules": LLAMA, "r": 8}),
+    "llama_low_rank_w2": (tiny_llama, token_inputs, {"target_modules": LLAMA, "r": 1, "alpha": 4}),
+    "llama_decompose_both_lycoris": (tiny_llama, token_inputs, {"target_modules": LLAMA, "r": 1,
+                                                                "decompose_both": True, "decompose_factor": 16,
+                                                                "init_weights": "lycoris"}),
+    "llama_patterns_factor": (tiny_llama, token_inputs, {"target_modules": LLAMA, "r": 4, "decompose_factor": 4,
+                                                         "rank_pattern": {"q_proj": 1},
+                                                         "alpha_pattern": {"v_proj": 2.5},
+                                                         "rank_dropout": 0.1, "rank_dropout_scale": True}),
+    "llama_layers_random_init": (tiny_llama, token_inputs, {"target_modules": ["k_proj", "up_proj"], "r": 2,
+                                                            "layers_to_transform": 0, "layers_pattern": "layers",
+                                                            "init_weights": False}),
+    "mlp_conv1d_whole_save": (mlp, token_inputs, {"target_modules": ["lin0", "conv1d"], "r": 8,
+                                                  "modules_to_save": ["lin1"]}),
+    "mlp_conv1d_flat": (mlp, token_inputs, {"target_modules": ["lin0", "conv1d"], "r": 1, "decompose_both": True}),
+    "convnet_whole": (convnet, image_inputs, {"target_modules": ["conv0", "conv1", "head"], "r": 8}),
+    "convnet_flat": (convnet, image_inputs, {"target_modules": ["conv0", "conv1", "head"], "r": 1}),
+    "convnet_effective": (convnet, image_inputs, {"target_modules": ["conv0", "conv1", "head"], "r": 1,
+                                                  "use_effective_conv2d": True, "decompose_both": True,
+                                                  "decompose_factor": 2, "module_dropout": 0.3}),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_lokr_parity(case, tmp_path):
     build, make_inputs, kwargs = CASES[case]
-    diffs = round_trip_both_ways(peft, build, make_inputs(), LoKrConfig(**kwargs), peft.LoKrConfig(**kwargs), tmp_path)
-    assert diffs["moved"] > 1e-3, "the adapter must change the output for the comparison to mean anything"
-    for key in ("ours_to_peft", "peft_to_ours", "merged_weights", "merged_output"):
-        assert diffs[key] <= ATOL, (key, diffs)
-    assert config_json(tmp_path / "ours") == config_json(tmp_path / "theirs")
-    assert type(peft.PeftConfig.from_pretrained(str(tmp_path / "ours"))) is peft.LoKrConfig
+    checked_round_trip_both_ways(peft, build, make_inputs(), LoKrConfig(**kwargs), peft.LoKrConfig(**kwargs),
+                                 tmp_path, atol=ATOL)
 
 
 def test_stored_factors_follow_the_rank(tmp_path):
@@ -105,7 +95,7 @@ def test_seeded_init_draws_like_peft():
 def test_conv1d_tucker_beyond_peft():
     """A Conv1d (k=3) with a Tucker-decomposed w2 fails inside PEFT's forward; here it runs and merges."""
     kwargs = {"target_modules": ["conv1d"], "r": 1, "use_effective_conv2d": True}
-    inputs = _tokens()
+    inputs = token_inputs()
     theirs = peft.get_peft_model(mlp(), peft.LoKrConfig(**kwargs))
     with pytest.raises(RuntimeError):
         model_output(theirs, inputs)
@@ -122,7 +112,7 @@ def test_gpt2_conv1d_beyond_peft():
     kwargs = {"target_modules": ["c_attn", "c_fc"], "r": 2}
     with pytest.raises((TypeError, ValueError)):
         peft.get_peft_model(tiny_gpt2(), peft.LoKrConfig(**kwargs))
-    inputs = _tokens()
+    inputs = token_inputs()
     ours = get_peft_model(tiny_gpt2(), LoKrConfig(**kwargs))
     perturb_trainable(ours, seed=5, scale=0.3)
     out = model_output(ours, inputs)

@@ -16,8 +16,16 @@ import pytest
 import torch
 
 from peft_core import PeftModel, get_peft_model
-from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama, token_batch
-from peft_core.conformance.parity import config_json, max_diff, model_output, perturb_trainable, saved_shapes
+from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
+from peft_core.conformance.parity import (
+    config_json,
+    image_inputs,
+    max_diff,
+    model_output,
+    perturb_trainable,
+    saved_shapes,
+    token_inputs,
+)
 from peft_core.errors import ConfigError
 from peft_core.layer import AdapterLayer
 from peft_core_oft import OFTConfig
@@ -31,28 +39,19 @@ ATOL = 1e-5
 LLAMA = ["q_proj", "v_proj", "down_proj"]
 
 
-def _tokens():
-    return {"input_ids": token_batch()}
-
-
-def _images():
-    gen = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.randn(2, 3, 8, 8, generator=gen), "labels": torch.tensor([1, 7])}
-
-
 CASES = {
-    "block_size": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 8}),
-    "adjusted_block_size": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 5}),
-    "adjusted_r_exact_cayley": (tiny_llama, _tokens, {"target_modules": ["k_proj", "o_proj"], "r": 3,
-                                                      "oft_block_size": 0, "use_cayley_neumann": False}),
-    "block_share": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 4, "block_share": True}),
-    "coft_neumann_terms": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 8, "coft": True,
-                                                 "eps": 0.5, "num_cayley_neumann_terms": 7}),
-    "mlp_modules_to_save": (mlp, _tokens, {"target_modules": ["lin0"], "oft_block_size": 4,
-                                           "modules_to_save": ["lin1"]}),
-    "convnet_1x1": (convnet, _images, {"target_modules": ["conv1", "head"], "oft_block_size": 4}),
-    "layers_to_transform": (tiny_llama, _tokens, {"target_modules": LLAMA, "oft_block_size": 16,
-                                                  "layers_to_transform": [1], "layers_pattern": "layers"}),
+    "block_size": (tiny_llama, token_inputs, {"target_modules": LLAMA, "oft_block_size": 8}),
+    "adjusted_block_size": (tiny_llama, token_inputs, {"target_modules": LLAMA, "oft_block_size": 5}),
+    "adjusted_r_exact_cayley": (tiny_llama, token_inputs, {"target_modules": ["k_proj", "o_proj"], "r": 3,
+                                                           "oft_block_size": 0, "use_cayley_neumann": False}),
+    "block_share": (tiny_llama, token_inputs, {"target_modules": LLAMA, "oft_block_size": 4, "block_share": True}),
+    "coft_neumann_terms": (tiny_llama, token_inputs, {"target_modules": LLAMA, "oft_block_size": 8, "coft": True,
+                                                      "eps": 0.5, "num_cayley_neumann_terms": 7}),
+    "mlp_modules_to_save": (mlp, token_inputs, {"target_modules": ["lin0"], "oft_block_size": 4,
+                                                "modules_to_save": ["lin1"]}),
+    "convnet_1x1": (convnet, image_inputs, {"target_modules": ["conv1", "head"], "oft_block_size": 4}),
+    "layers_to_transform": (tiny_llama, token_inputs, {"target_modules": LLAMA, "oft_block_size": 16,
+                                                       "layers_to_transform": [1], "layers_pattern": "layers"}),
 }
 
 
@@ -100,7 +99,7 @@ def test_oft_parity(case, tmp_path):
 
 def test_conv2d_3x3_merged_weights_match_peft(tmp_path):
     kwargs = {"target_modules": ["conv0", "conv1"], "r": 3, "oft_block_size": 0}
-    inputs = _images()
+    inputs = image_inputs()
     theirs = peft.get_peft_model(convnet(), peft.OFTConfig(**kwargs))
     perturb_trainable(theirs, seed=3)
     theirs.save_pretrained(str(tmp_path / "theirs"))
@@ -172,7 +171,7 @@ def test_gpt2_conv1d_beyond_peft():
     kwargs = {"target_modules": ["c_attn", "c_fc"], "oft_block_size": 8, "fan_in_fan_out": True}
     with pytest.raises(TypeError, match="Conv1D"):
         peft.get_peft_model(tiny_gpt2(), peft.OFTConfig(**kwargs))
-    inputs = _tokens()
+    inputs = token_inputs()
     ours = get_peft_model(tiny_gpt2(), OFTConfig(**kwargs))
     perturb_trainable(ours, seed=5)
     out = model_output(ours, inputs)
