@@ -297,3 +297,22 @@ def _matches(value: Any, hint: Any) -> bool:
             return isinstance(value, (hint, dict))
         return isinstance(value, hint)
     return True
+
+
+def nested_config(cls: type[Any], value: Any, field_name: str) -> Any:
+    """``value`` as the dataclass ``cls``: itself, or built from the dict a loaded ``adapter_config.json`` holds.
+
+    Sub-configs (a LoRA config's ``eva_config``, ``corda_config``) are dataclasses in memory
+    but plain dicts on disk; ``field_name`` names the field in errors, so a typo points at it.
+    """
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"{field_name} has unknown fields {unknown}; known: {sorted(known)}.")
+        return cls(**value)
+    article = "an" if cls.__name__[:1] in "AEIOU" else "a"
+    raise ConfigError(f"{field_name} must be {article} {cls.__name__} or a dict of its fields, "
+                      f"got {type(value).__name__}.")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
+from peft_core.config import nested_config
 from peft_core.errors import ConfigError
 
 METHODS = ("ipm", "kpm")
@@ -38,12 +39,4 @@ class CordaConfig:
     @classmethod
     def coerce(cls, value: Any) -> CordaConfig:
         """A ``CordaConfig`` from itself or from the dict ``adapter_config.json`` holds."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ConfigError(f"corda_config has unknown fields {unknown}; known: {sorted(known)}.")
-            return cls(**value)
-        raise ConfigError(f"corda_config must be a CordaConfig or a dict of its fields, got {type(value).__name__}.")
+        return nested_config(cls, value, "corda_config")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from peft_core.config import nested_config
 from peft_core.errors import ConfigError
 
 
@@ -37,12 +38,4 @@ class EvaConfig:
     @classmethod
     def coerce(cls, value: Any) -> EvaConfig:
         """An ``EvaConfig`` from itself or from the dict ``adapter_config.json`` holds."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ConfigError(f"eva_config has unknown fields {unknown}; known: {sorted(known)}.")
-            return cls(**value)
-        raise ConfigError(f"eva_config must be an EvaConfig or a dict of its fields, got {type(value).__name__}.")
+        return nested_config(cls, value, "eva_config")
