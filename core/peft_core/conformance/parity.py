@@ -73,17 +73,21 @@ def round_trip_both_ways(
     directory: str | Path,
     seed: int = 11,
     scale: float = 0.2,
+    theirs_seed: int | None = None,
 ) -> dict[str, float]:
     """Save a perturbed adapter in each library, load it in the other, compare everything.
 
-    ``peft`` is the imported Hugging Face package, ``build()`` a fresh base model. Returns the
+    ``peft`` is the imported Hugging Face package, ``build()`` a fresh base model; our adapter
+    is perturbed with ``seed``, PEFT's with ``theirs_seed`` (default ``seed + 1``). Returns the
     largest absolute differences: ``ours_to_peft`` / ``peft_to_ours`` (outputs after loading
     in the other library), ``merged_weights`` and ``merged_output`` (``merge_and_unload`` of
     the same PEFT-written adapter in both libraries), and ``moved`` (how far the adapter moves
     the output from the base model's: a comparison is only meaningful when this is not ~0).
-    Files are checked to hold the same keys and shapes.
+    Files are checked to hold the same keys and shapes, and ``merge_and_unload`` to leave no
+    adapter layer behind.
     """
     from peft_core import PeftModel, get_peft_model
+    from peft_core.layer import AdapterLayer
 
     directory = Path(directory)
     base_out = model_output(build(), inputs)
@@ -95,7 +99,7 @@ def round_trip_both_ways(
     theirs_from_ours = peft.PeftModel.from_pretrained(build(), directory / "ours")
 
     theirs = peft.get_peft_model(build(), theirs_config)
-    perturb_trainable(theirs, seed + 1, scale)
+    perturb_trainable(theirs, seed + 1 if theirs_seed is None else theirs_seed, scale)
     theirs.eval()
     theirs_out = model_output(theirs, inputs)
     theirs.save_pretrained(directory / "theirs")
@@ -109,6 +113,8 @@ def round_trip_both_ways(
         "peft_to_ours": max_diff(model_output(ours_from_theirs, inputs), theirs_out),
     }
     ours_merged, theirs_merged = ours_from_theirs.merge_and_unload(), theirs.merge_and_unload()
+    if any(isinstance(m, AdapterLayer) for m in ours_merged.modules()):
+        raise AssertionError("merge_and_unload() left adapter layers in the model")
     ours_state, theirs_state = ours_merged.state_dict(), theirs_merged.state_dict()
     if set(ours_state) != set(theirs_state):
         raise AssertionError(f"merged models differ in keys: {sorted(set(ours_state) ^ set(theirs_state))[:5]}")
