@@ -14,14 +14,8 @@ import torch
 
 from peft_core import get_peft_model
 from peft_core.conformance.models import mlp, tiny_llama, token_batch
-from peft_core.conformance.parity import (
-    config_json,
-    max_diff,
-    model_output,
-    round_trip_both_ways,
-    saved_shapes,
-    token_inputs,
-)
+from peft_core.conformance.parity import config_json, max_diff, model_output, round_trip_both_ways, saved_shapes
+from peft_core.conformance.parity import token_inputs
 from peft_core_adamss import AdamssConfig, AdamssLayer
 
 peft = pytest.importorskip("peft")

@@ -13,14 +13,8 @@ import torch
 
 from peft_core import get_peft_model
 from peft_core.conformance.models import mlp, tiny_bert, tiny_llama, token_batch
-from peft_core.conformance.parity import (
-    config_json,
-    max_diff,
-    model_output,
-    round_trip_both_ways,
-    saved_shapes,
-    token_inputs,
-)
+from peft_core.conformance.parity import config_json, max_diff, model_output, round_trip_both_ways, saved_shapes
+from peft_core.conformance.parity import token_inputs
 from peft_core_delora import DeloraConfig
 
 peft = pytest.importorskip("peft")

@@ -10,13 +10,8 @@ import pytest
 
 from peft_core import PeftModel
 from peft_core.conformance.models import mlp, tiny_gpt2, tiny_llama
-from peft_core.conformance.parity import (
-    checked_round_trip_both_ways,
-    max_diff,
-    model_output,
-    perturb_trainable,
-    token_inputs,
-)
+from peft_core.conformance.parity import checked_round_trip_both_ways, max_diff, model_output, perturb_trainable
+from peft_core.conformance.parity import token_inputs
 from peft_core_gralora import GraloraConfig
 
 peft = pytest.importorskip("peft")

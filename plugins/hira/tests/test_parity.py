@@ -11,14 +11,8 @@ import pytest
 
 from peft_core import PeftModel, get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
-from peft_core.conformance.parity import (
-    checked_round_trip_both_ways,
-    image_inputs,
-    max_diff,
-    model_output,
-    perturb_trainable,
-    token_inputs,
-)
+from peft_core.conformance.parity import checked_round_trip_both_ways, image_inputs, max_diff, model_output
+from peft_core.conformance.parity import perturb_trainable, token_inputs
 from peft_core_hira import HiraConfig
 
 peft = pytest.importorskip("peft")

@@ -11,13 +11,8 @@ import pytest
 
 from peft_core import PeftModel
 from peft_core.conformance.models import mlp, tiny_bert, tiny_llama
-from peft_core.conformance.parity import (
-    checked_round_trip_both_ways,
-    max_diff,
-    model_output,
-    perturb_trainable,
-    token_inputs,
-)
+from peft_core.conformance.parity import checked_round_trip_both_ways, max_diff, model_output, perturb_trainable
+from peft_core.conformance.parity import token_inputs
 from peft_core_miss import MissConfig
 
 peft = pytest.importorskip("peft")

@@ -17,15 +17,8 @@ import torch
 
 from peft_core import PeftModel, get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
-from peft_core.conformance.parity import (
-    config_json,
-    image_inputs,
-    max_diff,
-    model_output,
-    perturb_trainable,
-    saved_shapes,
-    token_inputs,
-)
+from peft_core.conformance.parity import config_json, image_inputs, max_diff, model_output, perturb_trainable
+from peft_core.conformance.parity import saved_shapes, token_inputs
 from peft_core.errors import ConfigError
 from peft_core.layer import AdapterLayer
 from peft_core_oft import OFTConfig
