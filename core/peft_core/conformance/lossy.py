@@ -12,6 +12,7 @@ original weight within two roundings (one for the merge, one for the unmerge).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -52,11 +53,14 @@ def _through_unmerge(layer: AdapterLayer, merged: torch.Tensor, bound: torch.Ten
     """
     if isinstance(layer.base_layer, AdapterLayer) or all(layer.merges_additively(n) for n in layer.merged_adapters):
         return bound
+    spread = []
     with torch.no_grad():
-        low, high = merged.clone(), merged + bound
-        for name in reversed(layer.merged_adapters):
-            low, high = layer.unmerged_weight(low, name), layer.unmerged_weight(high, name)
-    return (high.float() - low.float()).abs()
+        for weight in (merged.clone(), merged + bound):
+            twin = copy.deepcopy(layer)  # an unmerge may use up state the layer keeps (MiSS keeps the old weight)
+            for name in reversed(twin.merged_adapters):
+                weight = twin.unmerged_weight(weight, name)
+            spread.append(weight.float())
+    return (spread[1] - spread[0]).abs()
 
 
 def writes(layer: AdapterLayer) -> int:
