@@ -13,25 +13,12 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 from peft_core.config import PeftConfig
 from peft_core.errors import ConfigError
+from peft_core.lowrank import LORA_FAMILY_TARGET_MODULES
 from peft_core.targeting import check_target_fields
 
-#: Module names LoRA adapts when ``target_modules`` is not given, by ``model.config.model_type``.
-DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
-    **dict.fromkeys(
-        ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "opt",
-         "gptj", "bart", "mbart", "stablelm", "starcoder2", "olmo", "olmo2", "granite", "cohere", "smollm3"],
-        ["q_proj", "v_proj"],
-    ),
-    **dict.fromkeys(["t5", "mt5", "umt5"], ["q", "v"]),
-    **dict.fromkeys(["bert", "roberta", "xlm-roberta", "electra", "camembert", "layoutlm"], ["query", "value"]),
-    "gpt2": ["c_attn"],
-    **dict.fromkeys(["bloom", "gpt_neox", "falcon"], ["query_key_value"]),
-    "distilbert": ["q_lin", "v_lin"],
-    "deberta-v2": ["query_proj", "value_proj"],
-    "deberta": ["in_proj"],
-    "gpt_neo": ["q_proj", "v_proj"],
-    "gpt_bigcode": ["c_attn"],
-}
+#: Module names LoRA adapts when ``target_modules`` is not given, by ``model.config.model_type``
+#: (the LoRA-family table in the core, which HiRA, GraLoRA, MiSS and SHiRA share).
+DEFAULT_TARGET_MODULES: dict[str, list[str]] = LORA_FAMILY_TARGET_MODULES
 
 BASIC_INITS = (True, False, "gaussian")
 
