@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import AdapterNameError, MergeError
+from .modules import init_module_state, set_child
 from .weights import LayerDescription, dense_weight, write_dense_weight
 
 
@@ -32,8 +33,11 @@ class AdapterLayer(nn.Module):
     other_param_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
-        super().__init__()
-        self.base_layer = base_layer
+        if type(self).__mro__[type(self).__mro__.index(AdapterLayer) + 1] is nn.Module:
+            init_module_state(self)  # injection builds thousands of layers: nn.Module's state in one step
+        else:  # a cooperative base class between this one and nn.Module gets its __init__
+            super().__init__()
+        set_child(self, "base_layer", base_layer)
         # plain attributes go straight into __dict__: nn.Module.__setattr__'s Parameter/Module/buffer
         # checks cost more than the rest of building a small layer, and injection builds thousands
         plain = self.__dict__

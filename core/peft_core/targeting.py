@@ -96,6 +96,8 @@ class TargetMatcher:
         saved = getattr(config, "modules_to_save", None) or []
         self.saved = frozenset(saved)
         self.head_names = _head_names(model, config) if self.all_linear else set()
+        #: descriptions "all-linear" matching computed, by ``id(module)``: injection reuses them
+        self.described: dict[int, Any] = {}
 
     def _layer_ok(self, name: str) -> bool:
         for regex in self.layer_regexes:
@@ -113,7 +115,7 @@ class TargetMatcher:
     def targeted(self, name: str, module: nn.Module) -> bool:
         """Does the target rule (ignoring exclusions) select this module?"""
         if self.all_linear:
-            return name not in self.head_names and _is_linear(module)
+            return name not in self.head_names and self._is_linear(module)
         assert self.target is not None
         if self.target.regex is not None:
             return self.target.matches(name)
@@ -124,24 +126,24 @@ class TargetMatcher:
         return self.layers is None or self._layer_ok(name)
 
 
+    def _is_linear(self, module: nn.Module) -> bool:
+        from .layer import AdapterLayer
+        from .weights import LINEAR, describe_layer
+
+        if isinstance(module, AdapterLayer):
+            return module.description.kind == LINEAR
+        if not hasattr(module, "weight"):
+            return False
+        desc = self.described[id(module)] = describe_layer(module)
+        return desc is not None and desc.kind == LINEAR
+
+
 def _dotted_runs(name: str) -> Iterator[str]:
     """Every run of consecutive dotted components: what ``(^|.*\\.)m($|\\..*)`` can match."""
     parts = name.split(".")
     for i in range(len(parts)):
         for j in range(i + 1, len(parts) + 1):
             yield ".".join(parts[i:j])
-
-
-def _is_linear(module: nn.Module) -> bool:
-    from .layer import AdapterLayer
-    from .weights import LINEAR, describe_layer
-
-    if isinstance(module, AdapterLayer):
-        return module.description.kind == LINEAR
-    if not hasattr(module, "weight"):
-        return False
-    desc = describe_layer(module)
-    return desc is not None and desc.kind == LINEAR
 
 
 def _head_names(model: nn.Module, config: Any) -> set[str]:
@@ -167,8 +169,12 @@ def find_targets(model: nn.Module, config: Any) -> list[str]:
 
     One walk over the model; modules inside adapter layers are never considered.
     """
-    matcher = TargetMatcher(config, model)
-    found: list[str] = []
+    return [name for name, _ in find_target_modules(model, config, TargetMatcher(config, model))]
+
+
+def find_target_modules(model: nn.Module, config: Any, matcher: TargetMatcher) -> list[tuple[str, nn.Module]]:
+    """:func:`find_targets` with the modules (and ``matcher.described`` filled for "all-linear")."""
+    found: list[tuple[str, nn.Module]] = []
     excluded = 0
     names: list[str] = []
     for name, module in walk_modules(model):
@@ -180,7 +186,7 @@ def find_targets(model: nn.Module, config: Any) -> list[str]:
         if matcher.excluded(name):
             excluded += 1
             continue
-        found.append(name)
+        found.append((name, module))
     if not found:
         raise TargetModulesError(_no_match_message(config, names, excluded))
     return found

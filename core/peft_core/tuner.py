@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 from .config import PeftConfig
 from .errors import AdapterNameError, ConfigError, MergeError, TargetModulesError, UnsupportedOperation
 from .layer import AdapterLayer, base_of
+from .modules import gc_paused, set_child
 from .names import validate_adapter_name
 from .plugins import hook, registry
 from .registry import Capability, MethodSpec
 from .shared import SharedTensors
-from .targeting import find_targets, walk_modules
+from .targeting import TargetMatcher, find_target_modules, walk_modules
 from .weights import dense_weight, require_description
 from .wrappers import ModulesToSaveWrapper
 
@@ -150,8 +151,12 @@ class AdapterModel(nn.Module):
 
         Everything that can fail (validation, targeting, building layers) happens before
         the model is changed; if adding to existing layers fails half way, the adapter is
-        removed again.
+        removed again. The cyclic collector is paused meanwhile (:func:`peft_core.modules.gc_paused`).
         """
+        with gc_paused():
+            self._inject_adapter(config, adapter_name, autocast_adapter_dtype)
+
+    def _inject_adapter(self, config: PeftConfig, adapter_name: str, autocast_adapter_dtype: bool) -> None:
         validate_adapter_name(adapter_name, self._prefixes())
         if adapter_name in self.peft_config:
             raise AdapterNameError(f"an adapter named {adapter_name!r} already exists; pick another name or delete it first.")
@@ -168,11 +173,11 @@ class AdapterModel(nn.Module):
         if problems:
             raise ConfigError(f"invalid {type(config).__name__} for this model: " + "; ".join(problems))
 
-        targets = find_targets(self.model, config)
+        matcher = TargetMatcher(config, self.model)
+        kinds = _kinds(spec)
         new_layers: dict[str, nn.Module] = {}
         updates: list[tuple[str, AdapterLayer]] = []
-        for name in targets:
-            module = self.model.get_submodule(name)
+        for name, module in find_target_modules(self.model, config, matcher):
             same = _layer_of_method(module, spec.name)
             if same is not None:  # this method's layer is there already (maybe under another method's)
                 updates.append((name, same))
@@ -180,7 +185,7 @@ class AdapterModel(nn.Module):
             if isinstance(module, AdapterLayer):
                 spec.require(Capability.MIXED_METHODS, f"adding {spec.name} on top of a {module.method} layer")
                 registry().get(module.method).require(Capability.MIXED_METHODS, f"adding {spec.name} on top of it")
-            desc = require_description(base_of(module), name, spec.name, _kinds(spec))
+            desc = require_description(base_of(module), name, spec.name, kinds, matcher.described.get(id(module)))
             if desc.quantized:  # a quantized base works only for methods that say so (and why not)
                 spec.require(Capability.QUANTIZED_BASE, f"adapting the quantized layer {name!r}")
             layer = hook().peft_core_create_adapter_layer(
@@ -202,8 +207,7 @@ class AdapterModel(nn.Module):
                 layer.delete_adapter(adapter_name)
             raise
         for name, layer in new_layers.items():
-            parent, child = _split(name)
-            setattr(self.model.get_submodule(parent) if parent else self.model, child, layer)
+            self._replace(name, layer)
         self._wrap_modules_to_save(config, adapter_name)
         self.peft_config[adapter_name] = config
         self._layers_cache = None
@@ -353,7 +357,7 @@ class AdapterModel(nn.Module):
 
     def _replace(self, name: str, new: nn.Module) -> None:
         parent, child = _split(name)
-        setattr(self.model.get_submodule(parent) if parent else self.model, child, new)
+        set_child(self.model.get_submodule(parent) if parent else self.model, child, new)
 
     # -- merging --------------------------------------------------------------------------
 
@@ -476,11 +480,12 @@ def _place_adapter(layer: AdapterLayer, adapter_name: str, desc: Any, autocast_a
         if adapter_name not in container:
             continue
         item = container[adapter_name]
-        with torch.no_grad():
-            if isinstance(item, nn.Module):
-                if not _placed(item, desc.device, dtype):  # Module.to is slow Python; most items are in place
+        if isinstance(item, nn.Module):
+            if not _placed(item, desc.device, dtype):  # Module.to is slow Python; most items are in place
+                with torch.no_grad():
                     item.to(device=desc.device, dtype=dtype)
-            else:
+        elif item.device != desc.device or item.dtype != dtype:
+            with torch.no_grad():
                 item.data = item.data.to(device=desc.device, dtype=dtype)
 
 

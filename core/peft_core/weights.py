@@ -52,9 +52,10 @@ def describe_layer(module: nn.Module) -> LayerDescription | None:
     return hook().peft_core_describe_layer(module=module)
 
 
-def require_description(module: nn.Module, name: str, method: str, kinds: tuple[str, ...]) -> LayerDescription:
-    """Describe ``module`` or raise a clear error when ``method`` cannot adapt it."""
-    desc = describe_layer(module)
+def require_description(module: nn.Module, name: str, method: str, kinds: tuple[str, ...],
+                        known: LayerDescription | None = None) -> LayerDescription:
+    """Describe ``module`` (or take ``known``, its description already made) or raise when ``method`` cannot adapt it."""
+    desc = known if known is not None else describe_layer(module)
     if desc is None or desc.kind not in kinds:
         what = type(module).__name__ if desc is None else f"{type(module).__name__} ({desc.kind})"
         raise TargetModulesError(

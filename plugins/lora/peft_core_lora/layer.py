@@ -17,6 +17,7 @@ from torch import nn
 
 from peft_core.errors import ConfigError, TargetModulesError, UnsupportedOperation
 from peft_core.layer import AdapterLayer
+from peft_core.modules import module_dict, new_module, set_child, set_parameter
 from peft_core.targeting import pattern_value
 from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription
 
@@ -34,7 +35,7 @@ class LoraLayer(AdapterLayer):
 
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
         super().__init__(base_layer, description)
-        self.lora_dropout = nn.ModuleDict()
+        self.lora_dropout = module_dict()  # setattr: it replaces the plain dict other_param_names made
 
     def set_token_weights(self, provider: Any) -> None:
         """Install a :class:`~peft_core_lora.hookspecs.TokenWeights` provider (``None`` removes it).
@@ -58,7 +59,8 @@ class LoraLayer(AdapterLayer):
         self.use_rslora[adapter_name] = config.use_rslora
         self.scaling[adapter_name] = alpha / math.sqrt(r) if config.use_rslora else alpha / r
         p = config.lora_dropout
-        self.lora_dropout[adapter_name] = nn.Dropout(p) if p > 0 else nn.Identity()
+        dropout = new_module(nn.Dropout, p=float(p), inplace=False) if p > 0 else new_module(nn.Identity)
+        set_child(self._modules["lora_dropout"], adapter_name, dropout)
         self.create_factors(adapter_name, r, config)
         self.reset_lora_parameters(adapter_name, config.init_lora_weights, config)
         from .plugin import variant_for
@@ -90,14 +92,16 @@ class LoraLayer(AdapterLayer):
         """LoRA's own initialisations: ``True`` (Kaiming A, zero B) and ``"gaussian"``."""
         A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
         if init is True and A.weight.dim() == 2 and type(A.weight) is nn.Parameter:
-            _kaiming_a_sqrt5_(A.weight)  # the same draw, without kaiming_uniform_'s per-call lookups
+            # the same draw, without kaiming_uniform_'s per-call lookups; detached views write the
+            # parameters' storage without the cost of entering no_grad (thousands of layers)
+            _kaiming_a_sqrt5_(A.weight.detach())
         elif init is True:
             nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
         else:  # "gaussian"
             nn.init.normal_(A.weight, std=1 / self.r[adapter_name])
-        nn.init.zeros_(B.weight)
+        B.weight.detach().zero_()
         if B.bias is not None:
-            nn.init.zeros_(B.bias)
+            B.bias.detach().zero_()
 
     def set_scale(self, adapter_name: str, scale: float) -> None:
         """Set the scaling to ``scale`` times its configured value (rescaling helpers use this)."""
@@ -146,18 +150,15 @@ def _linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
     small layers. Keeping the draws identical keeps a seed giving the adapter Hugging Face
     PEFT gives (it builds ``nn.Linear`` factors and then re-initialises them).
     """
-    layer = nn.Linear.__new__(nn.Linear)
-    nn.Module.__init__(layer)
-    layer.in_features, layer.out_features = in_features, out_features
+    layer = new_module(nn.Linear, in_features=in_features, out_features=out_features)
     weight = torch.empty(out_features, in_features)
     extra = torch.empty(out_features) if bias else None
     _kaiming_a_sqrt5_(weight)
-    with torch.no_grad():
-        if extra is not None:
-            bound = 1 / math.sqrt(in_features) if in_features > 0 else 0
-            extra.uniform_(-bound, bound)
-    layer.weight = nn.Parameter(weight)
-    layer.register_parameter("bias", nn.Parameter(extra) if extra is not None else None)
+    if extra is not None:  # plain tensors: no autograd to keep out of the way
+        bound = 1 / math.sqrt(in_features) if in_features > 0 else 0
+        extra.uniform_(-bound, bound)
+    set_parameter(layer, "weight", weight)
+    set_parameter(layer, "bias", extra)
     return layer
 
 
@@ -166,6 +167,9 @@ def _kaiming_a_sqrt5_(weight: torch.Tensor) -> None:
     if not weight.numel():  # kaiming_uniform_ leaves empty tensors alone
         return
     std = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2)) / math.sqrt(weight.shape[1])  # gain for a=√5, fan_in
+    if not weight.requires_grad:  # a plain tensor being built: entering no_grad costs more than the draw
+        weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
+        return
     with torch.no_grad():
         weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
 
@@ -177,12 +181,13 @@ class LoraLinear(LoraLayer):
 
     def __init__(self, base_layer: nn.Module, description: LayerDescription) -> None:
         super().__init__(base_layer, description)
-        self.lora_A, self.lora_B = nn.ModuleDict(), nn.ModuleDict()
+        set_child(self, "lora_A", module_dict())
+        set_child(self, "lora_B", module_dict())
 
     def create_factors(self, adapter_name: str, r: int, config: Any) -> None:
-        d = self.description
-        self.lora_A[adapter_name] = _linear(d.in_features, r, bias=False)
-        self.lora_B[adapter_name] = _linear(r, d.out_features, bias=config.lora_bias)
+        d, children = self.description, self._modules
+        set_child(children["lora_A"], adapter_name, _linear(d.in_features, r, bias=False))
+        set_child(children["lora_B"], adapter_name, _linear(r, d.out_features, bias=config.lora_bias))
 
     def apply_adapter(self, x: torch.Tensor, result: torch.Tensor, adapter_name: str) -> torch.Tensor:
         """``result + s·B(A(dropout(x)))`` with B's product, the scaling and the sum in one ``addmm``.

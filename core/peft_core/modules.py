@@ -1,0 +1,131 @@
+"""Building many small modules quickly: the state ``nn.Module.__init__`` gives, in one step.
+
+Injecting an adapter builds several modules per targeted layer (the adapter layer, its
+per-adapter ``ModuleDict``s, the factors). ``nn.Module.__init__`` sets its seventeen
+attributes one call at a time and ``nn.Module.__setattr__`` checks every assignment
+against parameters, buffers and submodules; on a model with thousands of small layers
+those calls were the largest single cost of ``get_peft_model``. The helpers here give a
+module exactly the state ``nn.Module.__init__`` would (read once from a real module at
+import, so they follow the installed torch) and register children and parameters straight
+into the dicts ``nn.Module`` keeps them in.
+
+They fall back to the ordinary calls whenever that could differ from what torch does:
+when global module/parameter registration hooks are installed (tools that materialise
+modules on another device use them), or when the installed torch's fresh module holds
+anything but flags and empty containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module_impl
+
+M = TypeVar("M", bound=nn.Module)
+
+_EMPTY_TYPES = (dict, OrderedDict, set)
+
+
+def _template() -> list[tuple[str, Any]] | None:
+    """``(attribute, value or container type)`` of a fresh ``nn.Module``; None if not all simple."""
+    items: list[tuple[str, Any]] = []
+    for key, value in nn.Module().__dict__.items():
+        if type(value) in _EMPTY_TYPES and not value:
+            items.append((key, type(value)))
+        elif value is None or isinstance(value, bool):
+            items.append((key, value))
+        else:
+            return None
+    return items
+
+
+_TEMPLATE = _template()
+_CONTAINERS = tuple((key, value) for key, value in _TEMPLATE or () if isinstance(value, type))
+_SCALARS = {key: value for key, value in _TEMPLATE or () if not isinstance(value, type)}
+
+
+_MODULE_HOOKS = getattr(_module_impl, "_global_module_registration_hooks", None)
+_PARAMETER_HOOKS = getattr(_module_impl, "_global_parameter_registration_hooks", None)
+_KNOWN_TORCH = _TEMPLATE is not None and isinstance(_MODULE_HOOKS, dict) and isinstance(_PARAMETER_HOOKS, dict)
+
+
+def fast_path() -> bool:
+    """Whether modules may be built by filling their state directly (see the module docstring)."""
+    # the hook registries are dicts torch fills in place, so the ones bound at import stay current
+    return _KNOWN_TORCH and not _MODULE_HOOKS and not _PARAMETER_HOOKS
+
+
+def init_module_state(module: nn.Module) -> None:
+    """What ``nn.Module.__init__(module)`` does, in one dict update when :func:`fast_path` allows."""
+    if not fast_path():
+        nn.Module.__init__(module)
+        return
+    state = module.__dict__
+    state.update(_SCALARS)
+    for key, kind in _CONTAINERS:
+        state[key] = kind()
+
+
+def new_module(cls: type[M], **attributes: Any) -> M:
+    """An instance of ``cls`` with a fresh module state and plain ``attributes``, ``__init__`` not run.
+
+    For module classes whose ``__init__`` only stores plain attributes and children
+    (``ModuleDict()``, ``Identity``, ``Dropout``, ``Linear`` with its parameters set by the caller).
+    """
+    module = cls.__new__(cls)
+    init_module_state(module)
+    module.__dict__.update(attributes)
+    return module
+
+
+def set_child(parent: nn.Module, name: str, child: nn.Module) -> None:
+    """``parent.name = child`` where ``name`` is free or already a child (a checked adapter name, a replaced layer).
+
+    Not for names that are parameters, buffers or plain attributes of ``parent``: those
+    need ``setattr``'s clean-up.
+    """
+    if fast_path():
+        parent._modules[name] = child
+    else:
+        parent.add_module(name, child)
+
+
+def set_parameter(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
+    """``module.name = nn.Parameter(tensor)`` (or None) on a fresh module."""
+    param = None if tensor is None else nn.Parameter(tensor)
+    if fast_path():
+        module._parameters[name] = param
+    else:
+        module.register_parameter(name, param)
+
+
+def module_dict() -> nn.ModuleDict:
+    """An empty ``nn.ModuleDict``."""
+    return new_module(nn.ModuleDict) if fast_path() else nn.ModuleDict()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many long-lived modules are built.
+
+    Every module brings about sixteen container objects the collector tracks, and all of
+    them outlive the build. With the collector running, each few tens of thousands of new
+    objects trigger a full collection that walks the whole heap (torch and transformers
+    alone are some 200k objects): on a model of 3000 small layers, three full passes that
+    cost more than building the layers. Paused, the objects get collected once, later,
+    by the collector's own schedule; nothing is skipped, and the collector is re-enabled
+    on exit (if it was enabled on entry) even when the build fails.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
