@@ -5,14 +5,13 @@ per-adapter ``ModuleDict``s, the factors). ``nn.Module.__init__`` sets its seven
 attributes one call at a time and ``nn.Module.__setattr__`` checks every assignment
 against parameters, buffers and submodules; on a model with thousands of small layers
 those calls were the largest single cost of ``get_peft_model``. The helpers here give a
-module exactly the state ``nn.Module.__init__`` would (read once from a real module at
-import, so they follow the installed torch) and register children and parameters straight
-into the dicts ``nn.Module`` keeps them in.
+module exactly the state ``nn.Module.__init__`` would, in one dict display, and register
+children and parameters straight into the dicts ``nn.Module`` keeps them in.
 
 They fall back to the ordinary calls whenever that could differ from what torch does:
 when global module/parameter registration hooks are installed (tools that materialise
-modules on another device use them), or when the installed torch's fresh module holds
-anything but flags and empty containers.
+modules on another device use them), or when the installed torch's fresh module is not
+exactly the state written out here (checked at import against a real ``nn.Module()``).
 """
 
 from __future__ import annotations
@@ -29,30 +28,28 @@ from torch.nn.modules import module as _module_impl
 
 M = TypeVar("M", bound=nn.Module)
 
-_EMPTY_TYPES = (dict, OrderedDict, set)
+def _fresh_state() -> dict[str, Any]:
+    """The attributes ``nn.Module.__init__`` sets, as of torch 2.4 to 2.13, in one dict display."""
+    return {
+        "training": True, "_parameters": {}, "_buffers": {}, "_non_persistent_buffers_set": set(),
+        "_backward_pre_hooks": OrderedDict(), "_backward_hooks": OrderedDict(), "_is_full_backward_hook": None,
+        "_forward_hooks": OrderedDict(), "_forward_hooks_with_kwargs": OrderedDict(),
+        "_forward_hooks_always_called": OrderedDict(), "_forward_pre_hooks": OrderedDict(),
+        "_forward_pre_hooks_with_kwargs": OrderedDict(), "_state_dict_hooks": OrderedDict(),
+        "_state_dict_pre_hooks": OrderedDict(), "_load_state_dict_pre_hooks": OrderedDict(),
+        "_load_state_dict_post_hooks": OrderedDict(), "_modules": {},
+    }
 
 
-def _template() -> list[tuple[str, Any]] | None:
-    """``(attribute, value or container type)`` of a fresh ``nn.Module``; None if not all simple."""
-    items: list[tuple[str, Any]] = []
-    for key, value in nn.Module().__dict__.items():
-        if type(value) in _EMPTY_TYPES and not value:
-            items.append((key, type(value)))
-        elif value is None or isinstance(value, bool):
-            items.append((key, value))
-        else:
-            return None
-    return items
-
-
-_TEMPLATE = _template()
-_CONTAINERS = tuple((key, value) for key, value in _TEMPLATE or () if isinstance(value, type))
-_SCALARS = {key: value for key, value in _TEMPLATE or () if not isinstance(value, type)}
+def _matches_torch() -> bool:
+    """Whether :func:`_fresh_state` is exactly what the installed torch's ``nn.Module()`` holds."""
+    real, ours = nn.Module().__dict__, _fresh_state()
+    return real.keys() == ours.keys() and all(type(real[k]) is type(ours[k]) and real[k] == ours[k] for k in real)
 
 
 _MODULE_HOOKS = getattr(_module_impl, "_global_module_registration_hooks", None)
 _PARAMETER_HOOKS = getattr(_module_impl, "_global_parameter_registration_hooks", None)
-_KNOWN_TORCH = _TEMPLATE is not None and isinstance(_MODULE_HOOKS, dict) and isinstance(_PARAMETER_HOOKS, dict)
+_KNOWN_TORCH = _matches_torch() and isinstance(_MODULE_HOOKS, dict) and isinstance(_PARAMETER_HOOKS, dict)
 
 
 def fast_path() -> bool:
@@ -63,13 +60,10 @@ def fast_path() -> bool:
 
 def init_module_state(module: nn.Module) -> None:
     """What ``nn.Module.__init__(module)`` does, in one dict update when :func:`fast_path` allows."""
-    if not fast_path():
+    if fast_path():
+        module.__dict__.update(_fresh_state())
+    else:
         nn.Module.__init__(module)
-        return
-    state = module.__dict__
-    state.update(_SCALARS)
-    for key, kind in _CONTAINERS:
-        state[key] = kind()
 
 
 def new_module(cls: type[M], **attributes: Any) -> M:
