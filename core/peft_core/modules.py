@@ -123,3 +123,21 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_GLOBAL_CALL_HOOKS = tuple(
+    registry for registry in (getattr(_module_impl, name, None) for name in (
+        "_global_backward_pre_hooks", "_global_backward_hooks", "_global_forward_hooks", "_global_forward_pre_hooks"))
+    if isinstance(registry, dict)
+)
+
+
+def calls_forward_directly(module: nn.Module) -> bool:
+    """Whether ``module(x)`` is just ``module.forward(x)``: no hooks of its own or global ones, no tracing.
+
+    The test ``nn.Module.__call__`` itself makes before taking its fast path. An adapter
+    layer that computes its base layer's product itself (to fuse the adapter into it) may
+    do so only then: a hook (an offloading tool's, a profiler's) must see the call.
+    """
+    return not (module._backward_hooks or module._backward_pre_hooks or module._forward_hooks
+                or module._forward_pre_hooks or any(_GLOBAL_CALL_HOOKS) or torch._C._get_tracing_state())

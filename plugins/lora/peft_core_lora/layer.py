@@ -17,7 +17,7 @@ from torch import nn
 
 from peft_core.errors import ConfigError, TargetModulesError, UnsupportedOperation
 from peft_core.layer import AdapterLayer
-from peft_core.modules import module_dict, new_module, set_child, set_parameter
+from peft_core.modules import calls_forward_directly, module_dict, new_module, set_child, set_parameter
 from peft_core.targeting import pattern_value
 from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription
 
@@ -205,6 +205,37 @@ class LoraLinear(LoraLayer):
         out = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), B.weight.t(),
                           alpha=self.scaling[adapter_name])
         return out.view(result.shape)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        fused = None if args or kwargs else self._fused_forward(x)
+        return super().forward(x, *args, **kwargs) if fused is None else fused
+
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``x Wᵀ + b + s·(x Aᵀ) Bᵀ`` with the adapter's product added in place into the base product.
+
+        :meth:`apply_adapter`'s ``addmm`` still copies the base output into a new tensor (as any
+        out-of-place sum does): one full-width pass per layer and step, forward and inference
+        alike. Computing the base ``nn.Linear`` product here, on the flattened input, gives a
+        fresh tensor nothing else holds (autograd keeps the matmul's inputs, not its output),
+        so the adapter's product can accumulate into it. The same kernels run as on the plain
+        path, so the numbers are the same. Only for the plain case: one active unmerged
+        adapter, no variant/bias on B/per-token weights, an ``nn.Linear`` base called without
+        hooks, dropout off, one dtype; ``None`` sends everything else to the general path.
+        """
+        base, active = self.base_layer, self._active_adapters
+        if (len(active) != 1 or self._disable_adapters or self._routing is not None or self.merged_adapters
+                or self.token_weights is not None or type(base) is not nn.Linear or x.dim() < 2):
+            return None
+        name = active[0]
+        A, B = self.lora_A[name].weight, self.lora_B[name]
+        dropout, weight = self.lora_dropout[name], base.weight
+        if (B.bias is not None or name in self.lora_variant or not (x.dtype == weight.dtype == A.dtype == B.weight.dtype)
+                or (dropout.training and not isinstance(dropout, nn.Identity)) or not calls_forward_directly(base)):
+            return None
+        flat = x.reshape(-1, x.shape[-1])
+        out = F.linear(flat, weight, base.bias)
+        out.addmm_(F.linear(flat, A), B.weight.t(), alpha=self.scaling[name])
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     def _forward_routed(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """A mixed batch in two batched products when that pays; otherwise rows grouped per adapter."""

@@ -434,3 +434,34 @@ def test_mixed_batch_gathered_rows_backpropagate_like_grouped_rows():
     for name, grad in grads[0].items():
         assert grad.abs().sum() > 0
         torch.testing.assert_close(grad, grads[1][name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(5, 6), (2, 3, 6)])
+def test_fused_linear_forward_equals_the_general_path(bias: bool, shape: tuple[int, ...],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-place fused product gives the general path's outputs and gradients exactly."""
+    taken: list[bool] = []
+    plain = LoraLinear._fused_forward
+    monkeypatch.setattr(LoraLinear, "_fused_forward", lambda self, x: taken.append((out := plain(self, x)) is not None) or out)
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 8, bias=bias), nn.Tanh(), nn.Linear(8, 4, bias=bias))
+    config = LoraConfig(r=3, lora_alpha=5, target_modules="all-linear", init_lora_weights=False)
+    fused, general = get_peft_model(copy.deepcopy(base), config), get_peft_model(copy.deepcopy(base), copy.deepcopy(config))
+    general.load_state_dict(fused.state_dict())
+    calls: list[str] = []
+    for name, module in general.named_modules():
+        if isinstance(module, LoraLinear):  # a hook on the base layer: the fused path must step aside
+            module.base_layer.register_forward_hook(lambda *args, name=name: calls.append(name))
+    x = torch.randn(*shape, requires_grad=True)
+    out_fused, out_general = fused(x), general(x)
+    assert len(calls) == 2 and taken == [True, True, False, False]
+    assert torch.equal(out_fused, out_general)
+    out_fused.square().sum().backward()
+    grad_x, x.grad = x.grad.clone(), None
+    out_general.square().sum().backward()
+    assert torch.equal(grad_x, x.grad)
+    grads = {n: p.grad for n, p in general.named_parameters() if p.requires_grad}
+    for n, p in fused.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.grad, grads[n]), n
