@@ -388,7 +388,7 @@ def _write_model_card(directory: Path, config: PeftConfig) -> None:
         + f"# {config.peft_type} adapter\n\nSaved with peft-core in the Hugging Face PEFT format; "
         "load it with `PeftModel.from_pretrained(base_model, path)` from peft-core or PEFT.\n"
     )
-    atomic_write_text(card, text)
+    atomic_write_text(card, text, durable=False)  # documentation: not worth a sync
 
 
 class _GenerateMixin:

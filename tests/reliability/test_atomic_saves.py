@@ -160,3 +160,18 @@ def test_sigkill_mid_save_keeps_old_adapter(tmp_path):
     assert {n: (tmp_path / n).read_bytes() for n in visible} == before
     PeftModel.from_pretrained(mlp(), tmp_path)
     torch.testing.assert_close(PeftModel.from_pretrained(mlp(), tmp_path)(IDS), expected)
+
+
+def test_weights_and_config_are_synced_before_they_replace_the_old_files(tmp_path, monkeypatch):
+    """Both files a load needs are fsynced (durable across a power cut); the model card is not."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    lora_model(seed=1, r=2).save_pretrained(tmp_path)
+    assert sorted(name.split(".tmp")[0].lstrip(".").rsplit(".", 1)[0] for name in synced) == sorted(FILES)
+    assert (tmp_path / "README.md").exists()
