@@ -150,11 +150,16 @@ class AdapterLayer(nn.Module):
     def set_adapter(self, adapter_names: str | Sequence[str], trainable: dict[str, bool] | None = None) -> None:
         """Activate ``adapter_names`` (those this layer holds); set which get gradients."""
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        self._active_adapters = [n for n in names if self.has_adapter(n)]
+        # runs per layer on every injection, load and switch: containers looked up once, without
+        # nn.Module.__getattr__, and the ModuleDicts' own dicts asked directly
+        children = self._modules
+        containers = [children[a] if a in children else getattr(self, a) for a in self.adapter_layer_names]
+        lookups = [c._modules if type(c) is nn.ModuleDict else c for c in containers]
+        active = [n for n in names if any(n in lookup for lookup in lookups)]
+        self.__dict__["_active_adapters"] = active
         own = type(self).adapter_parameters is AdapterLayer.adapter_parameters
-        containers = [getattr(self, attr) for attr in self.adapter_layer_names] if own else []
-        active, trainable = self._active_adapters, trainable or {}
-        for name in self.adapter_names:
+        trainable = trainable or {}
+        for name in list(lookups[0].keys()) if lookups else []:  # adapter_names
             wanted = name in active and trainable.get(name, True)
             # adapter_parameters inlined over containers looked up once: this runs per adapter and layer on every load
             params = _parameters_of(name, containers) if own else self.adapter_parameters(name)

@@ -439,8 +439,9 @@ def _freeze(params: Any) -> None:
 def _freeze_all_but_adapters(layer: AdapterLayer) -> None:
     """Freeze what an adapter layer holds besides its per-adapter containers (stacked layers too)."""
     _freeze(layer._parameters.values())
-    for name, child in layer.named_children():
-        if name in layer.adapter_layer_names:
+    per_adapter = layer.adapter_layer_names
+    for name, child in layer._modules.items():  # not named_children(): its generator and memo, per layer
+        if child is None or name in per_adapter:
             continue
         if isinstance(child, AdapterLayer):
             _freeze_all_but_adapters(child)
@@ -477,9 +478,10 @@ def _place_adapter(layer: AdapterLayer, adapter_name: str, desc: Any, autocast_a
         dtype = torch.float32
     for attr in layer.adapter_layer_names:
         container = getattr(layer, attr)
-        if adapter_name not in container:
+        items = container._modules if type(container) is nn.ModuleDict else container  # no __contains__ call
+        if adapter_name not in items:
             continue
-        item = container[adapter_name]
+        item = items[adapter_name]
         if isinstance(item, nn.Module):
             if not _placed(item, desc.device, dtype):  # Module.to is slow Python; most items are in place
                 with torch.no_grad():

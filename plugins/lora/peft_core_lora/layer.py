@@ -90,7 +90,8 @@ class LoraLayer(AdapterLayer):
 
     def default_init(self, adapter_name: str, init: bool | str) -> None:
         """LoRA's own initialisations: ``True`` (Kaiming A, zero B) and ``"gaussian"``."""
-        A, B = self.lora_A[adapter_name], self.lora_B[adapter_name]
+        children = self._modules
+        A, B = children["lora_A"][adapter_name], children["lora_B"][adapter_name]
         if init is True and A.weight.dim() == 2 and type(A.weight) is nn.Parameter:
             # the same draw, without kaiming_uniform_'s per-call lookups; detached views write the
             # parameters' storage without the cost of entering no_grad (thousands of layers)
