@@ -159,7 +159,7 @@ class AdapterLayer(nn.Module):
         self.__dict__["_active_adapters"] = active
         own = type(self).adapter_parameters is AdapterLayer.adapter_parameters
         trainable = trainable or {}
-        for name in list(lookups[0].keys()) if lookups else []:  # adapter_names
+        for name in self.adapter_names:  # a property some methods override (their first container may not hold all)
             wanted = name in active and trainable.get(name, True)
             # adapter_parameters inlined over containers looked up once: this runs per adapter and layer on every load
             params = _parameters_of(name, containers) if own else self.adapter_parameters(name)
