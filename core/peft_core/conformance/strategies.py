@@ -167,6 +167,23 @@ def name_components(kind: str) -> frozenset[str]:
     return _COMPONENTS[kind]
 
 
+#: the task wrappers a layer method is drawn with on each tiny model kind (``model_kind_fields``)
+TASK_TYPES: dict[str, list[Any]] = {
+    "tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"], "tiny_t5": [None, "SEQ_2_SEQ_LM"],
+}
+
+
+def drawn_targets(draw: st.DrawFn, names: list[str], always: str | None = None, max_size: int | None = None) -> list[str]:
+    """A sorted, non-empty subset of ``names`` to target, plus ``always`` when given.
+
+    ``always`` is a module some methods must adapt on a tiny random model for its effect to
+    show in fp32 outputs (the value projection: changing only queries or keys moves the loss
+    too little to see).
+    """
+    chosen = draw(st.sets(st.sampled_from(names), min_size=1, max_size=max_size or len(names)))
+    return sorted(chosen | ({always} if always else set()))
+
+
 def model_kind_fields(
     draw: st.DrawFn, kind: str, task_types: dict[str, list[Any]], save_module: bool = True
 ) -> dict[str, Any]:

@@ -26,13 +26,13 @@ TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_t5": [None, "SEQ_2_SEQ_LM
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import drawn_targets, model_kind_fields  # imports hypothesis: only when asked
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> AdaLoraConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        targets: Any = drawn_targets(draw, names)
         extra: dict[str, Any] = {}
         if kind == "tiny_llama" and draw(st.booleans()):
             targets = r".*\.(" + "|".join(targets) + ")"

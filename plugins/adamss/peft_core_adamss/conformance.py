@@ -21,21 +21,22 @@ TARGETS = {
 }
 #: always targeted: changing only queries/keys of a tiny random model moves the loss too little to see
 ALWAYS = {"tiny_llama": "v_proj"}
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
     from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
         model_kind_fields,
         target_module_forms,
     )
+
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> AdamssConfig:
-        targets = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=3))
-                         | ({ALWAYS[kind]} if kind in ALWAYS else set()))
+        targets = drawn_targets(draw, names, ALWAYS.get(kind), max_size=3)
         target_modules, extra = target_module_forms(draw, kind, targets)
         return AdamssConfig(
             target_modules=target_modules,

@@ -21,17 +21,20 @@ TARGETS = {
     "tiny_gpt2": ["c_attn", "c_proj"],  # 32
     "tiny_bert": ["query", "key", "value"],  # 32
 }
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
+        model_kind_fields,
+    )
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> BOFTConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        targets: Any = drawn_targets(draw, names)
         extra: dict[str, Any] = {}
         if kind == "tiny_llama" and draw(st.booleans()):
             extra["layers_to_transform"] = draw(st.sampled_from([0, [1], [0, 1]]))

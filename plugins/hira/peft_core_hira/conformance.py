@@ -25,21 +25,22 @@ TARGETS = {
 }
 #: always targeted, so the adapter moves outputs by more than fp32 resolves
 ALWAYS = {"tiny_llama": "v_proj", "tiny_bert": "value", "tiny_t5": "v"}
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"], "tiny_t5": [None, "SEQ_2_SEQ_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
     from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
         model_kind_fields,
         target_module_forms,
     )
+
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> HiraConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names)))
-                              | ({ALWAYS[kind]} if kind in ALWAYS else set()))
+        targets: Any = drawn_targets(draw, names, ALWAYS.get(kind))
         targets, extra = target_module_forms(draw, kind, targets)
         if kind == "tiny_llama" and isinstance(targets, list) and draw(st.booleans()):
             extra["rank_pattern"] = {targets[0]: draw(st.integers(1, 3))}

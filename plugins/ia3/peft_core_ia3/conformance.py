@@ -26,18 +26,20 @@ TARGETS = {
 }
 #: always targeted: with tiny random init, scaling only queries/keys moves the loss less than fp32 resolves
 ALWAYS = {"tiny_llama": "v_proj", "tiny_bert": "value", "tiny_t5": "v"}
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"], "tiny_t5": [None, "SEQ_2_SEQ_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
+        model_kind_fields,
+    )
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> IA3Config:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names)))
-                              | ({ALWAYS[kind]} if kind in ALWAYS else set()))
+        targets: Any = drawn_targets(draw, names, ALWAYS.get(kind))
         feedforward: Any = sorted(draw(st.sets(st.sampled_from(targets), max_size=len(targets))))
         extra: dict[str, Any] = {}
         if kind == "tiny_llama":

@@ -21,17 +21,21 @@ TARGETS = {
     "tiny_gpt2": ["ln_1", "ln_2", "ln_f"],
     "tiny_t5": ["layer_norm", "final_layer_norm"],
 }
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_t5": [None, "SEQ_2_SEQ_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields, target_module_forms  # imports hypothesis
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> LNTuningConfig:
-        chosen = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        chosen = drawn_targets(draw, names)
         # LN tuning has no layers_to_transform; exclude_modules is drawn instead
         targets, extra = target_module_forms(draw, kind, chosen, forms=("list", "regex", "default"))
         if kind == "tiny_llama" and isinstance(targets, list) and draw(st.booleans()):

@@ -30,17 +30,20 @@ TARGETS = {
 EMBEDDINGS = {"emb"}
 #: models whose targetable layers all have a bias, so ``lora_bias`` can be merged into it
 BIASED = {"mlp", "convnet", "tiny_gpt2", "tiny_bert"}
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"], "tiny_t5": [None, "SEQ_2_SEQ_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields  # imports hypothesis: only when asked
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
+        model_kind_fields,
+    )
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> LoraConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        targets: Any = drawn_targets(draw, names)
         extra: dict[str, Any] = {}
         if kind == "tiny_llama":
             style = draw(st.sampled_from(["list", "all-linear", "regex", "layers"]))

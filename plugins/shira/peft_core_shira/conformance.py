@@ -27,7 +27,6 @@ TARGETS = {
     "tiny_t5": ["q", "k", "v", "o", "wi", "wo"],
 }
 ALWAYS = {"tiny_llama": "v_proj", "tiny_bert": "value", "tiny_t5": "v"}
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"], "tiny_bert": [None, "SEQ_CLS"], "tiny_t5": [None, "SEQ_2_SEQ_LM"]}
 
 
 def strided_mask(base_layer: torch.nn.Module, r: int, **kwargs: Any) -> torch.Tensor:
@@ -41,16 +40,18 @@ def strided_mask(base_layer: torch.nn.Module, r: int, **kwargs: Any) -> torch.Te
 
 def _configs(st: Any, kind: str) -> Any:
     from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
         model_kind_fields,
         target_module_forms,
     )
+
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> ShiraConfig:
-        targets: Any = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names)))
-                              | ({ALWAYS[kind]} if kind in ALWAYS else set()))
+        targets: Any = drawn_targets(draw, names, ALWAYS.get(kind))
         targets, _ = target_module_forms(draw, kind, targets, ("list", "regex"))
         mask = draw(st.sampled_from(["random", "seeded", "custom"]))
         with warnings.catch_warnings():  # a custom mask_type warns until mask_fn is set, just below

@@ -21,17 +21,21 @@ TARGETS = {
     "tiny_llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "tiny_gpt2": ["c_attn", "c_proj", "c_fc"],
 }
-TASK_TYPES = {"tiny_llama": [None, "CAUSAL_LM"]}
 
 
 def _configs(st: Any, kind: str) -> Any:
-    from peft_core.conformance.strategies import model_kind_fields, target_module_forms  # imports hypothesis
+    from peft_core.conformance.strategies import (  # imports hypothesis: only when asked
+        TASK_TYPES,
+        drawn_targets,
+        model_kind_fields,
+        target_module_forms,
+    )
 
     names = TARGETS[kind]
 
     @st.composite
     def build(draw: Any) -> VeraConfig:
-        chosen = sorted(draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names))))
+        chosen = drawn_targets(draw, names)
         # no "default" form: VeRA has no per-architecture default targets
         targets, extra = target_module_forms(draw, kind, chosen, forms=("list", "regex", "layers"))
         if kind == "mlp":
