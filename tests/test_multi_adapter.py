@@ -424,3 +424,19 @@ def test_injected_model_is_not_a_peft_model_but_reports_status():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_layer_status(model)
+
+
+def test_adding_and_deleting_inactive_adapters_leaves_the_others_flags_alone(tmp_path):
+    """Only the added (or deleted) inactive adapter changes, as in PEFT; the active one keeps training."""
+    model = get_peft_model(mlp(), lora())
+    model.add_adapter("second", lora())
+    model.save_pretrained(tmp_path)
+    second = [p for n, p in model.named_parameters() if ".second." in n]
+    for param in second:  # unusual but legal: the user trains an inactive adapter's tensors by hand
+        param.requires_grad_(True)
+    model.load_adapter(tmp_path / "second", adapter_name="third", is_trainable=True)
+    model.delete_adapter("third")
+    assert all(p.requires_grad for p in second)
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".default." in n)
+    model.set_adapter("default")  # an explicit switch still sets every flag
+    assert not any(p.requires_grad for p in second)

@@ -22,6 +22,7 @@ from torch import nn
 from .config import PeftConfig, TaskType
 from .errors import AdapterNameError, ConfigError, LoadError, SaveError, UnsupportedOperation
 from .fileio import atomic_write_text
+from .layer import AdapterLayer
 from .names import validate_adapter_name
 from .serialization import LoadResult, get_peft_model_state_dict, load_peft_weights, save_weights, set_peft_model_state_dict
 from .tuner import AdapterModel, routing
@@ -290,7 +291,9 @@ class PeftModel(nn.Module):
         config = PeftConfig.from_pretrained(path)
         _refuse_trainable_prompt(config, is_trainable)
         config.inference_mode = not is_trainable
-        flags = _grad_flags(self)  # adding freezes the base; a failure gives them back
+        # adding freezes the base (and may reset other adapters' flags); a failure gives them back
+        alone = getattr(self.base_model, "leaves_other_adapters_alone", None)
+        flags = _grad_flags(self, skip_adapters=bool(alone and alone(config)))
         self.add_adapter(adapter_name, config)
         try:
             result = self._load_weights(path, adapter_name, torch_device, strict=strict)
@@ -320,12 +323,13 @@ class PeftModel(nn.Module):
         return result
 
 
-def _grad_flags(model: nn.Module) -> dict[nn.Parameter, bool]:
+def _grad_flags(model: nn.Module, skip_adapters: bool = False) -> dict[nn.Parameter, bool]:
     """``{p: p.requires_grad for p in model.parameters()}`` by a plain walk over ``_modules``.
 
     ``parameters()`` goes through generic named-member generators; with many adapters
     loaded (three modules per adapter and layer) that walk was a large part of each
-    ``load_adapter``.
+    ``load_adapter``. ``skip_adapters`` leaves out the adapters' own containers in adapter
+    layers, for additions that do not touch them (``leaves_other_adapters_alone``).
     """
     flags: dict[nn.Parameter, bool] = {}
     seen: set[int] = set()
@@ -340,7 +344,11 @@ def _grad_flags(model: nn.Module) -> dict[nn.Parameter, bool]:
                 if param is not None:
                     flags[param] = param.requires_grad
         if module._modules:
-            stack.extend(module._modules.values())
+            if skip_adapters and isinstance(module, AdapterLayer):
+                own = module.adapter_layer_names
+                stack.extend(child for name, child in module._modules.items() if name not in own)
+            else:
+                stack.extend(module._modules.values())
     return flags
 
 

@@ -161,7 +161,9 @@ def _head_names(model: nn.Module, config: Any) -> set[str]:
     if not heads:
         return set()
     ids = {id(h) for h in heads}
-    return {name for name, module in model.named_modules() if id(module) in ids}
+    # walk_modules: a head is never inside an adapter layer's own modules, and named_modules()
+    # would visit every loaded adapter's factors (a cost growing with each load_adapter)
+    return {name for name, module in walk_modules(model) if id(module) in ids}
 
 
 def find_targets(model: nn.Module, config: Any) -> list[str]:

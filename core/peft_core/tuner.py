@@ -218,7 +218,39 @@ class AdapterModel(nn.Module):
                 self.delete_adapter(adapter_name)
                 raise
         self._freeze_base()
-        self.set_adapter(self._active or [adapter_name])
+        if self.leaves_other_adapters_alone(config):
+            self._add_inactive(adapter_name, new_layers.values())
+        else:
+            self.set_adapter(self._active or [adapter_name])
+
+    def leaves_other_adapters_alone(self, config: PeftConfig) -> bool:
+        """Whether adding an adapter with ``config`` changes no other adapter's gradient flags.
+
+        True when adapters are active already and the new one trains no shared tensors
+        (``MethodSpec.extra_parameters``, like LoRA's ``bias``): then only the new adapter is
+        configured (:meth:`_add_inactive`), and a failed load has only base flags to restore.
+        Tuners that inject differently (their own ``inject_adapter``) answer False.
+        """
+        if type(self).inject_adapter is not AdapterModel.inject_adapter or not self._active:
+            return False
+        spec = registry().for_config(config)
+        return spec.extra_parameters is None or not list(spec.extra_parameters(self.model, config))
+
+    def _add_inactive(self, adapter_name: str, new_layers: Any) -> None:
+        """What ``set_adapter(active)`` does after adding ``adapter_name`` next to the active ones.
+
+        Only the new adapter's tensors change (frozen: it is not active) and only new layers
+        need their activity set; the other adapters' flags are as ``set_adapter`` left them.
+        Walking every adapter of every layer instead made each ``load_adapter`` slower than the last.
+        """
+        trainable = {n: not c.inference_mode for n, c in self.peft_config.items()}
+        fresh = {id(layer) for layer in new_layers}
+        for _, module in self.adapter_modules():
+            if id(module) in fresh or not isinstance(module, AdapterLayer):  # new layers, modules_to_save wrappers
+                module.set_adapter(self._active, trainable)
+            elif module.has_adapter(adapter_name):
+                for param in module.adapter_parameters(adapter_name):
+                    param.requires_grad_(False)
 
     def _resolve_targets(self, config: PeftConfig, spec: MethodSpec) -> PeftConfig:
         if getattr(config, "target_modules", "unset") is not None:
@@ -336,15 +368,16 @@ class AdapterModel(nn.Module):
             module.delete_adapter(adapter_name)
         self.shared_tensors.delete_adapter(adapter_name)
         del self.peft_config[adapter_name]
-        remaining = [n for n in self._active if n != adapter_name]
-        if not remaining and self.peft_config:
-            remaining = [sorted(self.peft_config)[0]]  # deterministic, as PEFT chooses
-            if adapter_name in self._active:
-                warnings.warn(f"adapter {adapter_name!r} was active and is deleted; {remaining[0]!r} is now active.",
-                              UserWarning, stacklevel=3)
-        self._active = []
-        if remaining:
-            self.set_adapter(remaining)
+        if adapter_name in self._active or not self._active:  # deleting an inactive one leaves the others' state alone
+            remaining = [n for n in self._active if n != adapter_name]
+            if not remaining and self.peft_config:
+                remaining = [sorted(self.peft_config)[0]]  # deterministic, as PEFT chooses
+                if adapter_name in self._active:
+                    warnings.warn(f"adapter {adapter_name!r} was active and is deleted; {remaining[0]!r} is now active.",
+                                  UserWarning, stacklevel=3)
+            self._active = []
+            if remaining:
+                self.set_adapter(remaining)
         self._remove_empty_layers()
 
     def _remove_empty_layers(self) -> None:
