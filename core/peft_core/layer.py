@@ -154,7 +154,7 @@ class AdapterLayer(nn.Module):
         # nn.Module.__getattr__, and the ModuleDicts' own dicts asked directly
         children = self._modules
         containers = [children[a] if a in children else getattr(self, a) for a in self.adapter_layer_names]
-        lookups = [c._modules if type(c) is nn.ModuleDict else c for c in containers]
+        lookups = [adapter_entries(c) for c in containers]
         active = [n for n in names if any(n in lookup for lookup in lookups)]
         self.__dict__["_active_adapters"] = active
         own = type(self).adapter_parameters is AdapterLayer.adapter_parameters
@@ -320,8 +320,7 @@ def _parameters_of(adapter_name: str, containers: Sequence[Any]) -> list[nn.Para
     """The trainable tensors of one adapter in a layer's per-adapter containers."""
     params: list[nn.Parameter] = []
     for container in containers:
-        # a ModuleDict's own dict: its __contains__/__getitem__ cost a call each, per adapter and layer
-        lookup = container._modules if type(container) is nn.ModuleDict else container
+        lookup = adapter_entries(container)
         if adapter_name not in lookup:
             continue
         item = lookup[adapter_name]
@@ -333,6 +332,15 @@ def _parameters_of(adapter_name: str, containers: Sequence[Any]) -> list[nn.Para
         # frozen buffers (a BufferDict's tensors) are saved with the adapter but never trained
         params.extend(item.parameters() if isinstance(item, nn.Module) else [item] if isinstance(item, nn.Parameter) else [])
     return params
+
+
+def adapter_entries(container: Any) -> Any:
+    """The mapping to look one adapter up in, in a per-adapter container (``adapter_layer_names``).
+
+    A ``ModuleDict``'s own dict: its ``__contains__``/``__getitem__`` cost a call each, on paths
+    that run per adapter and layer on every injection and load.
+    """
+    return container._modules if type(container) is nn.ModuleDict else container
 
 
 def base_of(module: nn.Module) -> nn.Module:

@@ -28,6 +28,7 @@ from torch.nn.modules import module as _module_impl
 
 M = TypeVar("M", bound=nn.Module)
 
+
 def _fresh_state() -> dict[str, Any]:
     """The attributes ``nn.Module.__init__`` sets, as of torch 2.4 to 2.13, in one dict display."""
     return {
@@ -101,7 +102,7 @@ def set_parameter(module: nn.Module, name: str, tensor: torch.Tensor | None) -> 
 
 def module_dict() -> nn.ModuleDict:
     """An empty ``nn.ModuleDict``."""
-    return new_module(nn.ModuleDict) if fast_path() else nn.ModuleDict()
+    return new_module(nn.ModuleDict)  # ModuleDict() without modules is nn.Module.__init__ alone
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .config import PeftConfig
 from .errors import AdapterNameError, ConfigError, MergeError, TargetModulesError, UnsupportedOperation
-from .layer import AdapterLayer, base_of
+from .layer import AdapterLayer, adapter_entries, base_of
 from .modules import gc_paused, set_child
 from .names import validate_adapter_name
 from .plugins import hook, registry
@@ -243,7 +243,7 @@ class AdapterModel(nn.Module):
         need their activity set; the other adapters' flags are as ``set_adapter`` left them.
         Walking every adapter of every layer instead made each ``load_adapter`` slower than the last.
         """
-        trainable = {n: not c.inference_mode for n, c in self.peft_config.items()}
+        trainable = self._trainable()
         fresh = {id(layer) for layer in new_layers}
         for _, module in self.adapter_modules():
             if id(module) in fresh or not isinstance(module, AdapterLayer):  # new layers, modules_to_save wrappers
@@ -334,7 +334,7 @@ class AdapterModel(nn.Module):
         if len(names) > 1:
             for name in names:
                 self.spec_for(name).require(Capability.MULTI_ACTIVE, "activating several adapters at once")
-        trainable = {n: not (c.inference_mode or (inference_mode and n in names)) for n, c in self.peft_config.items()}
+        trainable = self._trainable(names if inference_mode else ())
         for _, module in self.adapter_modules():
             module.set_adapter(names, trainable)
         for name in self.peft_config:
@@ -342,6 +342,10 @@ class AdapterModel(nn.Module):
             for param in self._extra_parameters(name).values():
                 param.requires_grad_(wanted)
         self._active = names
+
+    def _trainable(self, frozen: Sequence[str] = ()) -> dict[str, bool]:
+        """Which adapters may get gradients when active: not loaded for inference, not in ``frozen``."""
+        return {n: not (c.inference_mode or n in frozen) for n, c in self.peft_config.items()}
 
     def _set_enabled(self, enabled: bool) -> None:
         for name in self._active:
@@ -511,7 +515,7 @@ def _place_adapter(layer: AdapterLayer, adapter_name: str, desc: Any, autocast_a
         dtype = torch.float32
     for attr in layer.adapter_layer_names:
         container = getattr(layer, attr)
-        items = container._modules if type(container) is nn.ModuleDict else container  # no __contains__ call
+        items = adapter_entries(container)
         if adapter_name not in items:
             continue
         item = items[adapter_name]
