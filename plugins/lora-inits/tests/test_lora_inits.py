@@ -9,7 +9,7 @@ from torch import nn
 import peft_core
 from peft_core import LoftQConfig, LoraConfig, get_peft_model
 from peft_core.conformance.models import mlp, tiny_llama, token_batch
-from peft_core.conformance.parity import model_output, perturb_trainable
+from peft_core.conformance.parity import load_quantized, model_output, perturb_trainable
 from peft_core.errors import ConfigError, PluginNotInstalledError, UnsupportedOperation
 from peft_core.weights import dense_weight
 from peft_core_lora_inits.loftq import loftq_decompose, quantize_roundtrip
@@ -167,19 +167,8 @@ def test_a_missing_plugin_is_named_in_the_install_hint():
 
 
 def test_quantized_bases_pissa_and_loftq_refuse_olora_works(tmp_path):
-    import warnings
-
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     tiny_llama().save_pretrained(tmp_path)
-
-    def quantized():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
-            return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=config).eval()
-
-    model = quantized()
+    model = load_quantized(tmp_path, 4)
     for init, extra in (("pissa", {}), ("loftq", {"loftq_config": LoftQConfig()})):
         with pytest.raises(ConfigError, match="quantize"):
             get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=init, **extra))

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from peft_core import LoftQConfig, LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from peft_core.conformance.models import tiny_gpt2, tiny_llama, token_batch
-from peft_core.conformance.parity import max_diff, model_output, perturb_trainable
+from peft_core.conformance.parity import load_quantized, max_diff, model_output, perturb_trainable
 
 peft = pytest.importorskip("peft")
 
@@ -210,27 +210,16 @@ def test_loftq_config_is_exported_and_saved_like_peft(tmp_path):
 
 
 def test_replace_lora_weights_loftq_equals_peft_on_a_4bit_model(tmp_path):
-    import warnings
-
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     from peft_core import replace_lora_weights_loftq
 
     tiny_llama().save_pretrained(tmp_path)
-
-    def quantized():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
-            return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=config).eval()
-
     kwargs = {"r": 4, "target_modules": ["q_proj", "v_proj", "down_proj"]}
     torch.manual_seed(SEED)
-    ours = get_peft_model(quantized(), LoraConfig(**kwargs))
+    ours = get_peft_model(load_quantized(tmp_path, 4), LoraConfig(**kwargs))
     kept = []
     replace_lora_weights_loftq(ours, model_path=tmp_path, callback=lambda model, name: kept.append(name) or "v_proj" not in name)
     torch.manual_seed(SEED)
-    theirs = peft.get_peft_model(quantized(), peft.LoraConfig(**kwargs))
+    theirs = peft.get_peft_model(load_quantized(tmp_path, 4), peft.LoraConfig(**kwargs))
     with _cuda_as_cpu():
         peft.replace_lora_weights_loftq(theirs, model_path=str(tmp_path), callback=lambda model, name: "v_proj" not in name)
     mine, other = get_peft_model_state_dict(ours), peft.get_peft_model_state_dict(theirs)
