@@ -221,11 +221,13 @@ class LoraLinear(LoraLayer):
         so the adapter's product can accumulate into it. The same kernels run as on the plain
         path, so the numbers are the same. Only for the plain case: one active unmerged
         adapter, no variant/bias on B/per-token weights, an ``nn.Linear`` base called without
-        hooks, dropout off, one dtype; ``None`` sends everything else to the general path.
+        hooks, dropout off, one dtype and no autocast (which would hand the in-place sum a
+        product of another dtype); ``None`` sends everything else to the general path.
         """
         base, active = self.base_layer, self._active_adapters
         if (len(active) != 1 or self._disable_adapters or self._routing is not None or self.merged_adapters
-                or self.token_weights is not None or type(base) is not nn.Linear or x.dim() < 2):
+                or self.token_weights is not None or type(base) is not nn.Linear or x.dim() < 2
+                or torch.is_autocast_enabled(x.device.type)):
             return None
         name = active[0]
         A, B = self.lora_A[name].weight, self.lora_B[name]

@@ -465,3 +465,25 @@ def test_fused_linear_forward_equals_the_general_path(bias: bool, shape: tuple[i
     for n, p in fused.named_parameters():
         if p.requires_grad:
             assert torch.equal(p.grad, grads[n]), n
+
+
+def test_fused_linear_forward_steps_aside_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under autocast the base product comes back in the autocast dtype; LoRA must still train there."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
+    config = LoraConfig(r=3, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(copy.deepcopy(base), config)
+    x = torch.randn(5, 6)
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(LoraLinear, "_fused_forward", lambda self, x: None)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().sum().backward()
+        runs.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (out, grads), (general_out, general_grads) = runs
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, general_out)
+    assert grads.keys() == general_grads.keys() and all(torch.equal(grads[n], general_grads[n]) for n in grads)
