@@ -543,7 +543,8 @@ def check_mixed_batch_matches_per_adapter(case: Case) -> None:
 
 @check()
 def check_dtype_and_autocast(case: Case) -> None:
-    """fp32 and bf16 bases work; ``autocast_adapter_dtype`` keeps adapters fp32 over bf16, off keeps bf16."""
+    """fp32 and bf16 bases work; ``autocast_adapter_dtype`` keeps adapters fp32 over bf16, off keeps bf16;
+    an fp32 model trains under ``torch.autocast`` (bf16 products, fp32 adapter gradients)."""
     name = case.names[0]
     variants = ((torch.float32, True, torch.float32), (torch.bfloat16, True, torch.float32),
                 (torch.bfloat16, False, torch.bfloat16))
@@ -563,6 +564,15 @@ def check_dtype_and_autocast(case: Case) -> None:
         out = case.run(model, inputs)
         if not torch.isfinite(out).all():
             raise AssertionError(f"base {base_dtype}, autocast_adapter_dtype={autocast}: non-finite output")
+    if case.model_kind.castable:  # mixed-precision training: fp32 weights, bf16 products under torch.autocast
+        model = case.peft([(name, False)])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = case.output_with_grad(model)
+        out.float().square().mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if not grads or not all(torch.isfinite(g).all() for g in grads) or not any(g.abs().sum() > 0 for g in grads):
+            raise AssertionError("a forward and backward under torch.autocast(bfloat16) gave no finite, non-zero "
+                                 "adapter gradients")
 
 
 @check(C.INPUT_TRANSFORM)

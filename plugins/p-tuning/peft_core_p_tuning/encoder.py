@@ -47,5 +47,16 @@ class PromptEncoder(BasePromptEncoder):
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         embeds = self.embedding(indices)
         if self.encoder_type == PromptEncoderReparameterizationType.LSTM:
-            embeds = self.lstm_head(embeds)[0]
+            embeds = self._lstm(embeds)
         return self.mlp_head(embeds)
+
+    def _lstm(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The LSTM in its own dtype: CPU autocast to bfloat16 has no oneDNN LSTM kernel and fails.
+
+        Elsewhere (CUDA autocast, no autocast) the LSTM runs as it always does.
+        """
+        device = embeds.device.type
+        if device != "cpu" or not torch.is_autocast_enabled(device):
+            return self.lstm_head(embeds)[0]
+        with torch.autocast(device, enabled=False):
+            return self.lstm_head(embeds.to(self.lstm_head.weight_ih_l0.dtype))[0]

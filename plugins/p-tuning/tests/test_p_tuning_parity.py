@@ -66,3 +66,16 @@ def test_inference_load_has_no_encoder_network(tmp_path):
     loaded = PeftModel.from_pretrained(BUILDERS["CAUSAL_LM"](), tmp_path)
     encoder = loaded.prompt_encoder["default"]
     assert not hasattr(encoder, "mlp_head") and torch.equal(encoder.embedding.weight, saved)
+
+
+def test_lstm_encoder_trains_under_cpu_autocast():
+    """torch's CPU LSTM has no bfloat16 autocast kernel; the encoder runs it in float32 and trains on."""
+    torch.manual_seed(0)
+    model = get_peft_model(BUILDERS["CAUSAL_LM"](), PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3,
+                                                                        encoder_reparameterization_type="LSTM"))
+    ids = torch.randint(0, 50, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = [p.grad for p in model.prompt_encoder["default"].lstm_head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
