@@ -173,3 +173,22 @@ def test_multiple_adapters_layout_matches_peft(tmp_path):
         ours.set_adapter(name)
         theirs.set_adapter(name)
         assert _max_diff(_output(theirs, inputs), _output(ours, inputs)) <= ATOL
+
+
+@pytest.mark.parametrize("fields", [{}, {"init_lora_weights": "gaussian"}, {"init_lora_weights": False},
+                                    {"lora_bias": True}],
+                         ids=["default", "gaussian", "no_init", "lora_bias"])
+def test_same_seed_gives_peft_adapter_and_leaves_the_rng_where_peft_does(fields):
+    """A seed gives PEFT's factors exactly, and the global RNG ends where PEFT leaves it."""
+    config = {"target_modules": ["lin0", "conv1d", "lin1"], "r": 3, **fields}
+    results = []
+    for make_model, make_config in ((get_peft_model, LoraConfig), (peft.get_peft_model, peft.LoraConfig)):
+        torch.manual_seed(4)
+        model = make_model(mlp(), make_config(**config))
+        factors = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+        results.append((factors, torch.rand(5)))
+    (ours, ours_next), (theirs, theirs_next) = results
+    assert ours.keys() == theirs.keys() and len(ours) >= 6
+    for name, value in theirs.items():
+        assert torch.equal(ours[name], value), name
+    assert torch.equal(ours_next, theirs_next)
