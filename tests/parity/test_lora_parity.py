@@ -192,3 +192,15 @@ def test_same_seed_gives_peft_adapter_and_leaves_the_rng_where_peft_does(fields)
     for name, value in theirs.items():
         assert torch.equal(ours[name], value), name
     assert torch.equal(ours_next, theirs_next)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora"])
+def test_lora_bias_with_another_init_is_refused_as_in_peft(init):
+    """PEFT refuses this pair when the config is made, so a saved config with it could not load there."""
+    from peft_core import ConfigError
+
+    with pytest.raises(ValueError):
+        peft.LoraConfig(lora_bias=True, init_lora_weights=init)
+    with pytest.raises(ConfigError, match="lora_bias=True works with init_lora_weights=True or False"):
+        LoraConfig(lora_bias=True, init_lora_weights=init)
+    assert LoraConfig(lora_bias=True, init_lora_weights=False).lora_bias

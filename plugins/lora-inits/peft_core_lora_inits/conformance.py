@@ -11,7 +11,7 @@ What holds, measured, not assumed:
 * identity at init — PiSSA and OLoRA write the residual ``W - s·B·A`` into the base, so the
   model's output is unchanged (to float32 rounding); orthogonal starts with ``B·A = 0``; LoftQ
   does not (the base becomes its NF4/int8 values and the scaling is not folded in, as in PEFT).
-  A bias on B (``lora_bias``) is drawn at random by every init, so it breaks identity too.
+  ``lora_bias`` is never drawn: it works only with ``init_lora_weights`` True or False (as in PEFT).
 * checks that compare with the *pristine* base model — disabling, unloading, deleting every
   adapter, a second adapter beside a first — fail by design for inits that rewrite the base:
   the base they leave is the residual (:data:`EXPECTED_FAILURES` and :data:`NOT_RUN` say which, per init).
@@ -60,7 +60,7 @@ NOT_RUN = {
 
 def _with_init(init: str) -> Any:
     def convert(config: Any) -> Any:
-        changes: dict[str, Any] = {"init_lora_weights": init}
+        changes: dict[str, Any] = {"init_lora_weights": init, "lora_bias": False}  # refused with these inits
         if init == "orthogonal":
             changes["r"] = 2 * config.r
             changes["rank_pattern"] = {k: 2 * v for k, v in (config.rank_pattern or {}).items()}
@@ -72,7 +72,7 @@ def _with_init(init: str) -> Any:
 
 
 def _identity(init: str) -> Any:
-    return lambda config: init != "loftq" and not config.lora_bias
+    return lambda config: init != "loftq"
 
 
 @lru_cache(maxsize=None)
@@ -87,7 +87,7 @@ def init_cases(init: str) -> Any:
         invalid_configs=lora.invalid_configs,
         identity_at_init=_identity(init),
         notes={**lora.notes, "init": f"LoRA checks run with init_lora_weights={init!r}",
-               "identity_at_init": "not for LoftQ (quantized base) nor with lora_bias (random B bias)"},
+               "identity_at_init": "not for LoftQ (quantized base)"},
     )
 
 

@@ -94,6 +94,10 @@ class LoraConfig(PeftConfig):
             raise ConfigError(f"lora_alpha must be a number, got {self.lora_alpha!r}.")
         if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.lora_bias and not isinstance(self.init_lora_weights, bool):
+            # Hugging Face PEFT refuses this pair when the config is made; a config it cannot read is not saved
+            raise ConfigError(f"lora_bias=True works with init_lora_weights=True or False, got "
+                              f"init_lora_weights={self.init_lora_weights!r}; drop lora_bias or use the default init.")
         if self.bias not in ("none", "all", "lora_only"):
             raise ConfigError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
         for name, pattern in (("rank_pattern", self.rank_pattern), ("alpha_pattern", self.alpha_pattern)):

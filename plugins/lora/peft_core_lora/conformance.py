@@ -1,7 +1,7 @@
 """LoRA's cases for the shared conformance suite (the ``peft_core_conformance_cases`` hook).
 
 Configs are drawn per tiny model so that every drawn config is valid for the model it
-meets: target names exist there, ``lora_bias`` never meets an embedding, GPT-2's Conv1D
+meets: target names exist there, ``lora_bias`` never meets an embedding (nor a string init), GPT-2's Conv1D
 targets come with ``fan_in_fan_out=True``. Hypothesis is imported only when the suite
 asks, so loading the plugin never needs it.
 """
@@ -59,17 +59,17 @@ def _configs(st: Any, kind: str) -> Any:
             extra["rank_pattern"] = {listed[0]: draw(st.integers(1, 3))}
             extra["alpha_pattern"] = {listed[-1]: draw(st.sampled_from([2.0, 5.0]))}
         bias_ok = kind in BIASED and isinstance(targets, list) and not EMBEDDINGS & set(listed)
-        return LoraConfig(
-            target_modules=targets,
-            r=draw(st.integers(1, 4)),
-            lora_alpha=draw(st.sampled_from([1, 4, 8, 16])),
-            lora_dropout=draw(st.sampled_from([0.0, 0.1])),
-            use_rslora=draw(st.booleans()),
-            init_lora_weights=draw(st.sampled_from([True, "gaussian", False])),
-            bias=draw(st.sampled_from(["none", "lora_only", "all"])),
-            lora_bias=bias_ok and draw(st.booleans()),
-            **extra,
-        )
+        fields = {
+            "r": draw(st.integers(1, 4)),
+            "lora_alpha": draw(st.sampled_from([1, 4, 8, 16])),
+            "lora_dropout": draw(st.sampled_from([0.0, 0.1])),
+            "use_rslora": draw(st.booleans()),
+            "init_lora_weights": draw(st.sampled_from([True, "gaussian", False])),
+            "bias": draw(st.sampled_from(["none", "lora_only", "all"])),
+        }
+        # lora_bias only with a bool init (as PEFT requires); drawn regardless, so the draws stay in step
+        lora_bias = bias_ok and draw(st.booleans()) and isinstance(fields["init_lora_weights"], bool)
+        return LoraConfig(target_modules=targets, lora_bias=lora_bias, **fields, **extra)
 
     return build()
 
