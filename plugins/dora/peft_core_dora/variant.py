@@ -161,8 +161,8 @@ class DoraVariant:
 
     @staticmethod
     def _fusable(layer: Any, name: str, result: torch.Tensor, factor: torch.Tensor, scaling: Any) -> bool:
-        B = layer.lora_B[name]
-        return (B.bias is None and not isinstance(scaling, torch.Tensor) and result.dtype == B.weight.dtype
+        factors = layer.hook_free_factors(name)  # a hook on a factor must see its call
+        return (factors is not None and not isinstance(scaling, torch.Tensor) and result.dtype == factors[1].dtype
                 and factor.dtype == result.dtype and result.is_contiguous() and result.dim() >= 1)
 
     @staticmethod

@@ -298,3 +298,18 @@ def test_unmerge_without_merge_is_a_clear_error():
     layer = model.base_model.model.lin
     with pytest.raises(MergeError, match="never merged"):
         layer.unmerged_weight(layer.base_layer.weight.detach(), "default")
+
+
+def test_a_hook_on_a_factor_sees_the_call_and_the_output_stays():
+    """The fused DoRA product uses the factors' weights; a hooked factor is called as a module instead."""
+    model = _dora(Net(), target_modules=["lin"])
+    _perturb(model)
+    model.eval()
+    x = torch.randint(0, 11, (2, 4))
+    expected = model(input_ids=x)
+    seen = []
+    layer = model.base_model.model.lin
+    layer.lora_A["default"].register_forward_hook(lambda *args: seen.append("A"))
+    layer.lora_B["default"].register_forward_hook(lambda *args: seen.append("B"))
+    torch.testing.assert_close(model(input_ids=x), expected, rtol=1e-6, atol=1e-6)
+    assert seen == ["A", "B"]

@@ -198,14 +198,32 @@ class LoraLinear(LoraLayer):
         the unmerged-inference overhead. Other cases (bias on B, mixed dtypes, variants)
         take the plain path.
         """
-        A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name]
-        if (self.lora_variant.get(adapter_name) is not None or B.bias is not None or result.dtype != A.dtype
-                or self.token_weights is not None or not result.is_contiguous() or result.dim() < 1):
+        factors = self._plain_factors(adapter_name)
+        if (factors is None or result.dtype != factors[0].dtype or self.token_weights is not None
+                or not result.is_contiguous() or result.dim() < 1):
             return super().apply_adapter(x, result, adapter_name)
+        A, B = factors
         hidden = F.linear(self.lora_dropout[adapter_name](x.to(A.dtype)), A)
-        out = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), B.weight.t(),
+        out = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), B.t(),
                           alpha=self.scaling[adapter_name])
         return out.view(result.shape)
+
+    def _plain_factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`hook_free_factors` of a plain LoRA adapter (no variant); ``None`` for the general path."""
+        return None if name in self.lora_variant else self.hook_free_factors(name)
+
+    def hook_free_factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A's and B's weights, when a fused product may use them in place of calling the factors.
+
+        That is when adapter ``name``'s factors are bias-free ``nn.Linear`` modules and they and
+        its dropout are modules nobody hooks: a hook on ``lora_A``, ``lora_B`` or the dropout
+        must see its call, as it does in PEFT, which calls them. ``None`` otherwise.
+        """
+        A, B, dropout = self.lora_A[name], self.lora_B[name], self.lora_dropout[name]
+        if (type(A) is not nn.Linear or type(B) is not nn.Linear or A.bias is not None or B.bias is not None
+                or not (calls_forward_directly(A) and calls_forward_directly(B) and calls_forward_directly(dropout))):
+            return None
+        return A.weight, B.weight
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         fused = None if args or kwargs else self._fused_forward(x)
@@ -220,8 +238,8 @@ class LoraLinear(LoraLayer):
         fresh tensor nothing else holds (autograd keeps the matmul's inputs, not its output),
         so the adapter's product can accumulate into it. The same kernels run as on the plain
         path, so the numbers are the same. Only for the plain case: one active unmerged
-        adapter, no variant/bias on B/per-token weights, an ``nn.Linear`` base called without
-        hooks, dropout off, one dtype and no autocast (which would hand the in-place sum a
+        adapter with plain factors (:meth:`_plain_factors`), no per-token weights, an
+        ``nn.Linear`` base called without hooks, dropout off, one dtype and no autocast (which would hand the in-place sum a
         product of another dtype); ``None`` sends everything else to the general path.
         """
         base, active = self.base_layer, self._active_adapters
@@ -230,14 +248,14 @@ class LoraLinear(LoraLayer):
                 or torch.is_autocast_enabled(x.device.type)):
             return None
         name = active[0]
-        A, B = self.lora_A[name].weight, self.lora_B[name]
-        dropout, weight = self.lora_dropout[name], base.weight
-        if (B.bias is not None or name in self.lora_variant or not (x.dtype == weight.dtype == A.dtype == B.weight.dtype)
+        factors, dropout, weight = self._plain_factors(name), self.lora_dropout[name], base.weight
+        if (factors is None or not (x.dtype == weight.dtype == factors[0].dtype == factors[1].dtype)
                 or (dropout.training and not isinstance(dropout, nn.Identity)) or not calls_forward_directly(base)):
             return None
+        A, B = factors
         flat = x.reshape(-1, x.shape[-1])
         out = F.linear(flat, weight, base.bias)
-        out.addmm_(F.linear(flat, A), B.weight.t(), alpha=self.scaling[name])
+        out.addmm_(F.linear(flat, A), B.t(), alpha=self.scaling[name])
         return out.view(*x.shape[:-1], out.shape[-1])
 
     def _forward_routed(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
@@ -252,8 +270,8 @@ class LoraLinear(LoraLayer):
         copy-back of the output). With rows of at least ``r`` tokens the gathered factors are
         no larger than the activations, so two batched products over all rows are cheaper.
         Rows of ``__base__`` (or of adapters this layer lacks) get a zero scale. Anything else
-        unusual (variants, bias on B, dropout while training, mixed ranks or dtypes) returns
-        ``None`` for the grouped path.
+        unusual (factors that are not plain, see :meth:`_plain_factors`; dropout while training,
+        mixed ranks or dtypes) returns ``None`` for the grouped path.
         """
         if x.dim() != 3 or result.dim() != 3 or self.token_weights is not None or self._routing is None:
             return None
@@ -261,20 +279,22 @@ class LoraLinear(LoraLayer):
         present = [n for n in dict.fromkeys(names) if n in self.lora_A]
         if not present:
             return None
-        first = self.lora_A[present[0]].weight
+        factors = [self._plain_factors(n) for n in present]
+        if any(f is None for f in factors):
+            return None
+        first = factors[0][0]
         if x.shape[1] < first.shape[0]:
             return None
-        for name in present:
-            A, B, dropout = self.lora_A[name].weight, self.lora_B[name], self.lora_dropout[name]
-            if (self.lora_variant.get(name) is not None or B.bias is not None or A.shape != first.shape
-                    or A.dtype != result.dtype or B.weight.dtype != result.dtype
+        for (A, B), name in zip(factors, present):
+            dropout = self.lora_dropout[name]
+            if (A.shape != first.shape or A.dtype != result.dtype or B.dtype != result.dtype
                     or (dropout.training and not isinstance(dropout, nn.Identity))):
                 return None
         slot = {n: i for i, n in enumerate(present)}
         rows = torch.tensor([slot.get(n, 0) for n in names], device=x.device)
         scale = torch.tensor([self.scaling[n] if n in slot else 0.0 for n in names], dtype=first.dtype, device=x.device)
-        A = torch.stack([self.lora_A[n].weight for n in present]).index_select(0, rows)
-        B = torch.stack([self.lora_B[n].weight for n in present]).index_select(0, rows)
+        A = torch.stack([a for a, _ in factors]).index_select(0, rows)
+        B = torch.stack([b for _, b in factors]).index_select(0, rows)
         hidden = torch.bmm(x.to(first.dtype), A.transpose(1, 2)) * scale.view(-1, 1, 1)
         return torch.baddbmm(result, hidden, B.transpose(1, 2))
 

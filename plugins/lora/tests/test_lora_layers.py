@@ -487,3 +487,26 @@ def test_fused_linear_forward_steps_aside_under_autocast(monkeypatch: pytest.Mon
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, general_out)
     assert grads.keys() == general_grads.keys() and all(torch.equal(grads[n], general_grads[n]) for n in grads)
+
+
+@pytest.mark.parametrize("where", ["lora_A", "lora_B", "lora_dropout"])
+def test_hooks_on_an_adapters_modules_see_every_call(where: str) -> None:
+    """The fused paths use the factors' weights directly; a hook on a factor (or the dropout) sends them aside."""
+    model, x = _mixed_layer()
+    layer = model.base_model.model[0]
+    routed = ["a", "b", "a", "__base__"]
+    model.set_adapter("a")
+    single, mixed = model(x), model(x, adapter_names=routed)
+    model.set_adapter(["a", "b"])  # two active adapters: apply_adapter per adapter
+    both = model(x)
+    seen: list[str] = []
+    for name in ("a", "b"):
+        getattr(layer, where)[name].register_forward_hook(lambda *args, name=name: seen.append(name))
+    assert torch.equal(model(x), both) and seen == ["a", "b"]
+    model.set_adapter("a")
+    seen.clear()
+    assert torch.equal(model(x), single) and seen == ["a"]
+    seen.clear()
+    grouped = model(x, adapter_names=routed)  # rows grouped per adapter: other kernels than the gathered bmm
+    torch.testing.assert_close(grouped, mixed, rtol=1e-5, atol=1e-6)
+    assert sorted(set(seen)) == ["a", "b"]
