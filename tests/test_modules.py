@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.modules import module as module_impl
 
 from peft_core import LoraConfig, get_peft_model
-from peft_core.modules import fast_path, gc_paused, module_dict, new_module, set_child, set_parameter
+from peft_core.modules import (autocast_enabled, fast_path, gc_paused, module_dict, new_module, set_child,
+                                set_parameter)
 
 
 def _state(module: nn.Module) -> dict:
@@ -70,3 +71,10 @@ def test_injection_leaves_the_collector_running_after_a_failed_build() -> None:
     with pytest.raises(Exception):
         get_peft_model(model, LoraConfig(r=2, target_modules=["missing"]))
     assert gc.isenabled()
+
+
+def test_autocast_enabled_knows_cpu_and_answers_false_for_meta():
+    assert not autocast_enabled("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_enabled("cpu")
+        assert not autocast_enabled("meta")  # torch.is_autocast_enabled("meta") raises

@@ -142,3 +142,15 @@ def calls_forward_directly(module: nn.Module) -> bool:
     """
     return not (module._backward_hooks or module._backward_pre_hooks or module._forward_hooks
                 or module._forward_pre_hooks or any(_GLOBAL_CALL_HOOKS) or torch._C._get_tracing_state())
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether ``torch.autocast`` is on for ``device_type``; False for types autocast does not know (``meta``).
+
+    ``torch.is_autocast_enabled`` raises for such device types, yet a forward on meta
+    tensors (shape tracing) is a normal thing to run.
+    """
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False

@@ -17,7 +17,7 @@ from torch import nn
 
 from peft_core.errors import ConfigError, TargetModulesError, UnsupportedOperation
 from peft_core.layer import AdapterLayer
-from peft_core.modules import calls_forward_directly, module_dict, new_module, set_child, set_parameter
+from peft_core.modules import autocast_enabled, calls_forward_directly, module_dict, new_module, set_child, set_parameter
 from peft_core.targeting import pattern_value
 from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription
 
@@ -245,7 +245,7 @@ class LoraLinear(LoraLayer):
         base, active = self.base_layer, self._active_adapters
         if (len(active) != 1 or self._disable_adapters or self._routing is not None or self.merged_adapters
                 or self.token_weights is not None or type(base) is not nn.Linear or x.dim() < 2
-                or torch.is_autocast_enabled(x.device.type)):
+                or autocast_enabled(x.device.type)):
             return None
         name = active[0]
         factors, dropout, weight = self._plain_factors(name), self.lora_dropout[name], base.weight

@@ -510,3 +510,12 @@ def test_hooks_on_an_adapters_modules_see_every_call(where: str) -> None:
     grouped = model(x, adapter_names=routed)  # rows grouped per adapter: other kernels than the gathered bmm
     torch.testing.assert_close(grouped, mixed, rtol=1e-5, atol=1e-6)
     assert sorted(set(seen)) == ["a", "b"]
+
+
+def test_forward_on_meta_tensors_gives_shapes() -> None:
+    """Shape tracing on the meta device goes through the fused path (autocast has no 'meta' type)."""
+    with torch.device("meta"):
+        base = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 4))
+    model = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear"))
+    out = model(torch.empty(3, 5, 6, device="meta"))
+    assert out.shape == (3, 5, 4) and out.is_meta

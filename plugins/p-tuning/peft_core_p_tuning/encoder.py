@@ -7,6 +7,7 @@ import warnings
 import torch
 from torch import nn
 
+from peft_core.modules import autocast_enabled
 from peft_core.prompt import EMBEDDINGS
 from peft_core.prompt import PromptEncoder as BasePromptEncoder
 
@@ -56,7 +57,7 @@ class PromptEncoder(BasePromptEncoder):
         Elsewhere (CUDA autocast, no autocast) the LSTM runs as it always does.
         """
         device = embeds.device.type
-        if device != "cpu" or not torch.is_autocast_enabled(device):
+        if device != "cpu" or not autocast_enabled(device):
             return self.lstm_head(embeds)[0]
         with torch.autocast(device, enabled=False):
             return self.lstm_head(embeds.to(self.lstm_head.weight_ih_l0.dtype))[0]
