@@ -171,25 +171,6 @@ def nearest_divisor(n: int, wanted: int) -> int:
     return down if wanted - down <= up - wanted else up
 
 
-def trainable_biases(model: nn.Module, bias: str, method: str, only_value: str) -> list[str]:
-    """Base biases a method trains and saves: all of them (``"all"``) or its own layers' (``only_value``).
-
-    Serves as ``MethodSpec.extra_parameters`` for the methods with PEFT's ``bias`` field.
-    """
-    from .layer import AdapterLayer
-
-    if bias == "all":
-        inside_wrapper = (".original_module.", ".modules_to_save.")
-        own = f".{method.lower()}_"
-        return [n for n, _ in model.named_parameters()
-                if "bias" in n and own not in n and not any(w in f".{n}" for w in inside_wrapper)]
-    if bias == only_value:
-        return [f"{name}.base_layer.bias" for name, module in model.named_modules()
-                if isinstance(module, AdapterLayer) and module.method == method
-                and getattr(module.base_layer, "bias", None) is not None]
-    return []
-
-
 class RotatedConv2d:
     """Mixin for an adapter layer on ``nn.Conv2d`` whose adapter rotates patch features.
 

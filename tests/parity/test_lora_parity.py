@@ -204,3 +204,32 @@ def test_lora_bias_with_another_init_is_refused_as_in_peft(init):
     with pytest.raises(ConfigError, match="lora_bias=True works with init_lora_weights=True or False"):
         LoraConfig(lora_bias=True, init_lora_weights=init)
     assert LoraConfig(lora_bias=True, init_lora_weights=False).lora_bias
+
+
+class _WithAttentionBiases(torch.nn.Module):
+    """A linear layer and an attention block with biases not named ``bias`` (``in_proj_bias``, ``bias_k``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(8, 8)
+        self.attn = torch.nn.MultiheadAttention(8, 2, add_bias_kv=True, batch_first=True)
+        self.norm = torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return self.norm(self.attn(h, h, h, need_weights=False)[0])
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_bias_option_trains_and_saves_what_peft_does(bias, tmp_path):
+    results = []
+    for make_model, make_config, where in ((get_peft_model, LoraConfig, "ours"), (peft.get_peft_model, peft.LoraConfig, "theirs")):
+        model = make_model(_WithAttentionBiases(), make_config(target_modules=["lin"], bias=bias))
+        model.save_pretrained(tmp_path / where)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        results.append((trained, set(load_file(tmp_path / where / "adapter_model.safetensors"))))
+    assert results[0] == results[1]
+    if bias == "all":  # parameters named "bias", not every name containing it (in_proj_bias, bias_k stay frozen)
+        assert {"base_model.model.attn.out_proj.bias", "base_model.model.norm.bias"} <= results[0][0]
+        assert not {"base_model.model.attn.bias_k", "base_model.model.attn.in_proj_bias"} & results[0][0]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
-from peft_core.orthogonal import trainable_biases
+from peft_core.bias import trained_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 from peft_core.tuner import AdapterModel
 
@@ -24,7 +24,7 @@ class BOFTModel(AdapterModel):
 
 def bias_parameters(model: nn.Module, config: BOFTConfig) -> Iterable[str]:
     """Base-model biases BOFT trains and saves (``bias="all"`` or ``"boft_only"``)."""
-    return trainable_biases(model, config.bias, "BOFT", "boft_only")
+    return trained_biases(model, config, "BOFT", "boft_")
 
 
 @hookimpl

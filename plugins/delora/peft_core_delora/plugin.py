@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
-from peft_core.orthogonal import trainable_biases
+from peft_core.bias import trained_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 from peft_core.tuner import AdapterModel
 
@@ -22,7 +22,7 @@ class DeloraModel(AdapterModel):
 
 def bias_parameters(model: nn.Module, config: DeloraConfig) -> Iterable[str]:
     """Base-model biases DeLoRA trains and saves (``bias="all"`` or ``"delora_only"``)."""
-    return trainable_biases(model, config.bias, "DELORA", "delora_only")
+    return trained_biases(model, config, "DELORA", "delora_")
 
 
 @hookimpl

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
-from peft_core.orthogonal import trainable_biases
+from peft_core.bias import trained_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 from peft_core.tuner import AdapterModel
 
@@ -22,7 +22,7 @@ class FourierFTModel(AdapterModel):
 
 def bias_parameters(model: nn.Module, config: FourierFTConfig) -> Iterable[str]:
     """Base-model biases FourierFT trains and saves (``bias="all"`` or ``"fourier_only"``)."""
-    return trainable_biases(model, config.bias, "FOURIERFT", "fourier_only")
+    return trained_biases(model, config, "FOURIERFT", "fourierft_")
 
 
 @hookimpl

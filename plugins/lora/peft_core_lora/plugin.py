@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
-from peft_core.layer import AdapterLayer
+from peft_core.bias import trained_biases
 from peft_core.plugins import hook
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 from peft_core.targeting import TargetMatcher, walk_modules
@@ -28,22 +28,8 @@ KNOWN_VARIANT_FLAGS = {"use_dora": "peft-core-dora"}
 
 
 def bias_parameters(model: nn.Module, config: LoraConfig) -> Iterable[str]:
-    """Base-model biases LoRA trains and saves: every bias (``"all"``) or those of LoRA layers."""
-    if config.bias == "all":
-        # modules_to_save copies are saved by their wrapper, under the original name
-        inside_wrapper = (".original_module.", ".modules_to_save.")
-        return [n for n, _ in model.named_parameters()
-                if "bias" in n and ".lora_" not in n and not any(w in f".{n}" for w in inside_wrapper)]
-    if config.bias == "lora_only":
-        # only the layers this config targets: another adapter's LoRA layers are not ours to save
-        matcher = TargetMatcher(config, model)
-        return [
-            f"{name}.base_layer.bias"
-            for name, module in walk_modules(model)
-            if isinstance(module, AdapterLayer) and module.method == "LORA" and getattr(module.base_layer, "bias", None) is not None
-            and matcher.targeted(name, module) and not matcher.excluded(name)
-        ]
-    return []
+    """Base-model biases LoRA trains and saves: every bias (``"all"``) or those of its layers (``"lora_only"``)."""
+    return trained_biases(model, config, "LORA", "lora_")
 
 
 def served_extensions() -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from peft_core import Capability, MethodSpec, hookimpl
 from peft_core.errors import ConfigError
-from peft_core.orthogonal import trainable_biases
+from peft_core.bias import trained_biases
 from peft_core.registry import LAYER_METHOD_CAPABILITIES, MethodRegistry
 from peft_core.tuner import AdapterModel
 
@@ -25,7 +25,7 @@ class OFTModel(AdapterModel):
 
 def bias_parameters(model: nn.Module, config: OFTConfig) -> Iterable[str]:
     """Base-model biases OFT trains and saves (``bias="all"`` or ``"oft_only"``)."""
-    return trainable_biases(model, config.bias, "OFT", "oft_only")
+    return trained_biases(model, config, "OFT", "oft_")
 
 
 @hookimpl
