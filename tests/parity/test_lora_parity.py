@@ -224,7 +224,8 @@ class _WithAttentionBiases(torch.nn.Module):
 @pytest.mark.parametrize("bias", ["all", "lora_only"])
 def test_bias_option_trains_and_saves_what_peft_does(bias, tmp_path):
     results = []
-    for make_model, make_config, where in ((get_peft_model, LoraConfig, "ours"), (peft.get_peft_model, peft.LoraConfig, "theirs")):
+    libraries = ((get_peft_model, LoraConfig, "ours"), (peft.get_peft_model, peft.LoraConfig, "theirs"))
+    for make_model, make_config, where in libraries:
         model = make_model(_WithAttentionBiases(), make_config(target_modules=["lin"], bias=bias))
         model.save_pretrained(tmp_path / where)
         trained = {n for n, p in model.named_parameters() if p.requires_grad}

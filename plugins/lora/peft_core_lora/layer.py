@@ -17,7 +17,8 @@ from torch import nn
 
 from peft_core.errors import ConfigError, TargetModulesError, UnsupportedOperation
 from peft_core.layer import AdapterLayer
-from peft_core.modules import autocast_enabled, calls_forward_directly, module_dict, new_module, set_child, set_parameter
+from peft_core.modules import (autocast_enabled, calls_forward_directly, module_dict, new_module, set_child,
+                               set_parameter)
 from peft_core.targeting import pattern_value
 from peft_core.weights import CONV, EMBEDDING, LINEAR, LayerDescription
 
@@ -195,8 +196,8 @@ class LoraLinear(LoraLayer):
 
         The adapter's own FLOPs are tiny; its cost is memory passes over the full-width
         output. Fusing saves two of them (the scaled copy and the sum), which is most of
-        the unmerged-inference overhead. Other cases (bias on B, mixed dtypes, variants)
-        take the plain path.
+        the unmerged-inference overhead. Other cases (factors that are not plain, see
+        :meth:`_plain_factors`; mixed dtypes; per-token weights) take the plain path.
         """
         factors = self._plain_factors(adapter_name)
         if (factors is None or result.dtype != factors[0].dtype or self.token_weights is not None
@@ -239,8 +240,9 @@ class LoraLinear(LoraLayer):
         so the adapter's product can accumulate into it. The same kernels run as on the plain
         path, so the numbers are the same. Only for the plain case: one active unmerged
         adapter with plain factors (:meth:`_plain_factors`), no per-token weights, an
-        ``nn.Linear`` base called without hooks, dropout off, one dtype and no autocast (which would hand the in-place sum a
-        product of another dtype); ``None`` sends everything else to the general path.
+        ``nn.Linear`` base called without hooks, dropout off, one dtype and no autocast (which
+        would hand the in-place sum a product of another dtype); ``None`` sends everything else
+        to the general path.
         """
         base, active = self.base_layer, self._active_adapters
         if (len(active) != 1 or self._disable_adapters or self._routing is not None or self.merged_adapters
