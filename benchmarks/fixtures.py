@@ -42,7 +42,7 @@ class Sizes:
     reps_forward: int = 9
     reps_load: int = 3
     reps_save: int = 5
-    reps_rss: int = 3  # RSS varies with malloc arena behaviour; pairs of children run concurrently
+    reps_rss: int = 3  # pairs of children run concurrently (benchmarks.memory fixes malloc's mmap threshold)
     warmup: int = 2
 
 
