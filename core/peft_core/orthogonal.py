@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 #: Modules the orthogonal methods adapt when ``target_modules`` is not given (the attention
 #: projections, as Hugging Face PEFT picks for OFT/BOFT), by ``model.config.model_type``.

@@ -125,7 +125,6 @@ class TargetMatcher:
             return False
         return self.layers is None or self._layer_ok(name)
 
-
     def _is_linear(self, module: nn.Module) -> bool:
         from .layer import AdapterLayer
         from .weights import LINEAR, describe_layer

@@ -9,7 +9,6 @@ shapes and a config JSON that PEFT reads back equal.
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
