@@ -27,7 +27,11 @@ class LoraVariant(Protocol):
         """Create the variant's parameters after LoRA's own are initialised."""
 
     def apply(self, layer: Any, adapter_name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-        """Return ``result`` (the base output) with the adapter applied."""
+        """Return ``result`` (the base output) with the adapter applied.
+
+        Call the factor modules, or use their weights directly only when
+        ``layer.hook_free_factors(adapter_name)`` returns them (hooks on factors must fire).
+        """
 
     def merged_weight(self, layer: Any, adapter_name: str, weight: torch.Tensor) -> torch.Tensor:
         """The base weight with this adapter merged in (canonical layout)."""
