@@ -133,14 +133,17 @@ class PeftConfig:
 
     # -- files ---------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Write ``adapter_config.json`` into ``save_directory`` (atomically)."""
+    def save_pretrained(self, save_directory: str | os.PathLike, durable: bool = False, **kwargs: Any) -> None:
+        """Write ``adapter_config.json`` into ``save_directory`` atomically (and fsynced if ``durable``).
+
+        Other keyword arguments become extra keys of the JSON file, as in PEFT.
+        """
         path = Path(save_directory)
         if path.is_file():
             raise ConfigError(f"save_directory {str(path)!r} is a file; pass a directory.")
         data = self.to_dict()
         data.update({k: _jsonable(v) for k, v in kwargs.items()})
-        atomic_write_text(path / CONFIG_NAME, json.dumps(data, indent=2, sort_keys=True))
+        atomic_write_text(path / CONFIG_NAME, json.dumps(data, indent=2, sort_keys=True), durable)
 
     @classmethod
     def from_pretrained(

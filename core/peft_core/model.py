@@ -180,9 +180,14 @@ class PeftModel(nn.Module):
         save_embedding_layers: str | bool = "auto",
         is_main_process: bool = True,
         path_initial_model_for_weight_conversion: str | None = None,
+        durable: bool = False,
         **kwargs: Any,
     ) -> None:
-        """Save adapters in the PEFT layout: ``default`` in the directory, others in ``<dir>/<name>/``."""
+        """Save adapters in the PEFT layout: ``default`` in the directory, others in ``<dir>/<name>/``.
+
+        Every file is replaced atomically. ``durable=True`` also waits until weights and
+        config are on the disk (fsync), so they survive a power cut; see :mod:`peft_core.fileio`.
+        """
         root = Path(save_directory)
         if root.is_file():
             raise SaveError(f"{str(root)!r} is a file; save_pretrained needs a directory.")
@@ -200,8 +205,8 @@ class PeftModel(nn.Module):
             config = self._saved_config(name)
             if path_initial_model_for_weight_conversion is not None:
                 state, config = self._convert_for_initial_model(name, config, state, path_initial_model_for_weight_conversion)
-            save_weights(state, out, safe_serialization=safe_serialization)
-            config.save_pretrained(out)
+            save_weights(state, out, safe_serialization=safe_serialization, durable=durable)
+            config.save_pretrained(out, durable=durable)
             _write_model_card(out, config)
 
     def _convert_for_initial_model(
@@ -396,7 +401,7 @@ def _write_model_card(directory: Path, config: PeftConfig) -> None:
         + f"# {config.peft_type} adapter\n\nSaved with peft-core in the Hugging Face PEFT format; "
         "load it with `PeftModel.from_pretrained(base_model, path)` from peft-core or PEFT.\n"
     )
-    atomic_write_text(card, text, durable=False)  # documentation: not worth a sync
+    atomic_write_text(card, text)  # documentation, never synced: loading does not need it
 
 
 class _GenerateMixin:

@@ -265,8 +265,10 @@ def load_peft_weights(model_id: str | os.PathLike, device: str | torch.device | 
     return state
 
 
-def save_weights(state: dict[str, torch.Tensor], directory: str | os.PathLike, safe_serialization: bool = True) -> Path:
-    """Write tensors atomically as ``adapter_model.safetensors`` (or ``.bin``)."""
+def save_weights(
+    state: dict[str, torch.Tensor], directory: str | os.PathLike, safe_serialization: bool = True, durable: bool = False
+) -> Path:
+    """Write tensors atomically as ``adapter_model.safetensors`` (or ``.bin``); fsynced too if ``durable``."""
     directory = Path(directory)
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -278,7 +280,7 @@ def save_weights(state: dict[str, torch.Tensor], directory: str | os.PathLike, s
         seen.add(value.untyped_storage().data_ptr())
         tensors[key] = value
     target = directory / (SAFETENSORS_WEIGHTS_NAME if safe_serialization else WEIGHTS_NAME)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, durable) as tmp:
         if safe_serialization:
             from safetensors.torch import save_file
 

@@ -162,8 +162,8 @@ def test_sigkill_mid_save_keeps_old_adapter(tmp_path):
     torch.testing.assert_close(PeftModel.from_pretrained(mlp(), tmp_path)(IDS), expected)
 
 
-def test_weights_and_config_are_synced_before_they_replace_the_old_files(tmp_path, monkeypatch):
-    """Both files a load needs are fsynced (durable across a power cut); the model card is not."""
+def _record_fsyncs(monkeypatch) -> list[str]:
+    """Names of the files and directories fsynced from now on, in order."""
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -172,6 +172,25 @@ def test_weights_and_config_are_synced_before_they_replace_the_old_files(tmp_pat
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_a_durable_save_syncs_weights_config_and_their_directory(tmp_path, monkeypatch):
+    """durable=True: both files a load needs reach the disk before they replace the old ones, and the
+    renames are synced with the directory; the model card is not synced."""
+    synced = _record_fsyncs(monkeypatch)
+    out = tmp_path / "adapter"
+    lora_model(seed=1, r=2).save_pretrained(out, durable=True)
+    files = [name for name in synced if name != out.name]
+    assert sorted(name.split(".tmp")[0].lstrip(".").rsplit(".", 1)[0] for name in files) == sorted(FILES)
+    assert all(name.endswith(".tmp") for name in files)  # synced under the temporary name, before the rename
+    assert synced.count(out.name) == len(FILES)  # the directory, after each rename
+    assert (out / "README.md").exists()
+    assert "durable" not in json.loads((out / "adapter_config.json").read_text())
+
+
+def test_a_default_save_is_atomic_but_does_not_wait_for_the_disk(tmp_path, monkeypatch):
+    synced = _record_fsyncs(monkeypatch)
     lora_model(seed=1, r=2).save_pretrained(tmp_path)
-    assert sorted(name.split(".tmp")[0].lstrip(".").rsplit(".", 1)[0] for name in synced) == sorted(FILES)
-    assert (tmp_path / "README.md").exists()
+    assert synced == []
+    assert {p.name for p in tmp_path.iterdir()} == {*FILES, "README.md"}  # no temporary file left behind
