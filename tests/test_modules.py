@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 import torch
@@ -64,6 +65,37 @@ def test_gc_paused_restores_the_collector_even_on_error() -> None:
         assert not gc.isenabled()  # a collector the caller had paused stays paused
     finally:
         gc.enable()
+
+
+def test_a_finished_build_hands_its_objects_to_the_oldest_generation() -> None:
+    cycle = _Node()
+    cycle.me = cycle  # young garbage when the build starts
+    ref = weakref.ref(cycle)
+    del cycle
+    with gc_paused():
+        built = [[i] for i in range(20_000)]  # lists are always tracked (small dicts may not be)
+    assert gc.get_count()[0] < 1_000  # the next allocation does not walk the 20k new objects
+    oldest = {id(obj) for obj in gc.get_objects(generation=2)}
+    assert all(id(obj) in oldest for obj in built[:: 997])
+    assert ref() is not None
+    gc.collect()
+    assert ref() is None  # promoted with the rest, and still collected by a full collection
+
+
+class _Node:
+    me: object = None
+
+
+def test_a_build_leaves_objects_the_program_froze_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with gc_paused():
+            [[i] for i in range(1_000)]
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_injection_leaves_the_collector_running_after_a_failed_build() -> None:
