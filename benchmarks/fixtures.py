@@ -37,13 +37,14 @@ class Sizes:
     n_load: int = 30
     save_rank: int = 64
     # repetitions (the median is reported); warmup runs are not counted
-    reps_inject: int = 3
-    reps_step: int = 7
+    reps_inject: int = 5
+    reps_step: int = 11  # a step's run-to-run spread here (±5–10 %) is the size of the goal's margin
     reps_forward: int = 9
     reps_load: int = 3
     reps_save: int = 5
     reps_rss: int = 3  # pairs of children run concurrently (benchmarks.memory fixes malloc's mmap threshold)
     warmup: int = 2
+    warmup_inject: int = 1  # the first build in a process also pays one-time costs (lazy imports, caches)
 
 
 FULL = Sizes()
@@ -51,6 +52,7 @@ QUICK = Sizes(
     n_linear=60, n_names=30, hidden=32, layers=2, intermediate=64, heads=4, vocab=128, batch=2, seq=8,
     rank=4, mixed_adapters=4, mixed_batch=4, mixed_seq=8, n_load=4, save_rank=8,
     reps_inject=1, reps_step=1, reps_forward=1, reps_load=1, reps_save=1, reps_rss=1, warmup=1,
+    warmup_inject=0,
 )
 
 

@@ -69,7 +69,8 @@ def _inject(ctx: Context, target_modules: Any) -> dict[str, list[float]]:
 
         return run
 
-    return interleaved({k: variant(lib) for k, lib in ctx.libs.items()}, ctx.sizes.reps_inject)
+    return interleaved({k: variant(lib) for k, lib in ctx.libs.items()}, ctx.sizes.reps_inject,
+                       ctx.sizes.warmup_inject)
 
 
 @workload
