@@ -150,6 +150,32 @@ def checked_round_trip_both_ways(
     return diffs
 
 
+def check_seeded_init_matches(peft: Any, build: Any, ours_config: Any, theirs_config: Any, marker: str,
+                              seed: int = 5) -> None:
+    """Fail unless a fresh adapter drawn from ``seed`` is the same in both libraries.
+
+    Compares every parameter whose name holds ``marker`` bit for bit: equal values mean the
+    factors are drawn in PEFT's order and way, so a seeded run starts from the same point in
+    either library. ``build()`` must seed torch itself (the conformance models do).
+    """
+    from peft_core import get_peft_model
+
+    ours_base, theirs_base = build(), build()
+    torch.manual_seed(seed)
+    ours = get_peft_model(ours_base, ours_config)
+    torch.manual_seed(seed)
+    theirs = peft.get_peft_model(theirs_base, theirs_config)
+    ours_params = {n: p for n, p in ours.named_parameters() if marker in n}
+    theirs_params = {n: p for n, p in theirs.named_parameters() if marker in n}
+    if not theirs_params:
+        raise AssertionError(f"PEFT's adapter has no parameter named *{marker}*: nothing would be compared")
+    if set(ours_params) != set(theirs_params):
+        raise AssertionError(f"parameters named *{marker}* differ: {sorted(set(ours_params) ^ set(theirs_params))[:5]}")
+    unequal = [name for name, value in theirs_params.items() if not torch.equal(ours_params[name], value)]
+    if unequal:
+        raise AssertionError(f"seeded init differs from PEFT's in {unequal[:5]}")
+
+
 def token_inputs() -> dict[str, torch.Tensor]:
     """Model inputs for the tiny language models: ``input_ids`` of ``token_batch()``."""
     from .models import token_batch

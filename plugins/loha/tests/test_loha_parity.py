@@ -8,12 +8,11 @@ LoHa does not adapt transformers' ``Conv1D``; ours does (last test).
 from __future__ import annotations
 
 import pytest
-import torch
 
 from peft_core import get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
 from peft_core.conformance.parity import checked_round_trip_both_ways, image_inputs, max_diff, model_output
-from peft_core.conformance.parity import perturb_trainable, saved_shapes, token_inputs
+from peft_core.conformance.parity import check_seeded_init_matches, perturb_trainable, saved_shapes, token_inputs
 from peft_core_loha import LoHaConfig
 
 peft = pytest.importorskip("peft")
@@ -66,16 +65,7 @@ def test_effective_conv2d_shapes_match_peft(tmp_path):
 def test_seeded_init_draws_like_peft():
     """Same seed, same fresh adapter: the factors are drawn in PEFT's order and way."""
     kwargs = {"target_modules": ["conv0", "head"], "r": 3, "use_effective_conv2d": True, "init_weights": False}
-    ours_base, theirs_base = convnet(), convnet()  # the builders seed torch themselves
-    torch.manual_seed(5)
-    ours = get_peft_model(ours_base, LoHaConfig(**kwargs))
-    torch.manual_seed(5)
-    theirs = peft.get_peft_model(theirs_base, peft.LoHaConfig(**kwargs))
-    ours_params = {n: p for n, p in ours.named_parameters() if "hada_" in n}
-    theirs_params = {n: p for n, p in theirs.named_parameters() if "hada_" in n}
-    assert set(ours_params) == set(theirs_params)
-    for name, value in theirs_params.items():
-        assert torch.equal(ours_params[name], value), name
+    check_seeded_init_matches(peft, convnet, LoHaConfig(**kwargs), peft.LoHaConfig(**kwargs), "hada_")
 
 
 def test_gpt2_conv1d_beyond_peft():

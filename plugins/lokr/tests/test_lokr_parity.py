@@ -8,12 +8,11 @@ whole, flat low-rank or Tucker ``w2`` — on Linear, Conv1d and Conv2d targets, 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from peft_core import get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
 from peft_core.conformance.parity import checked_round_trip_both_ways, image_inputs, max_diff, model_output
-from peft_core.conformance.parity import perturb_trainable, saved_shapes, token_inputs
+from peft_core.conformance.parity import check_seeded_init_matches, perturb_trainable, saved_shapes, token_inputs
 from peft_core_lokr import LoKrConfig
 
 peft = pytest.importorskip("peft")
@@ -73,16 +72,7 @@ def test_stored_factors_follow_the_rank(tmp_path):
 
 def test_seeded_init_draws_like_peft():
     kwargs = {"target_modules": ["conv0", "head"], "r": 1, "decompose_both": True, "init_weights": "lycoris"}
-    ours_base, theirs_base = convnet(), convnet()  # the builders seed torch themselves
-    torch.manual_seed(5)
-    ours = get_peft_model(ours_base, LoKrConfig(**kwargs))
-    torch.manual_seed(5)
-    theirs = peft.get_peft_model(theirs_base, peft.LoKrConfig(**kwargs))
-    ours_params = {n: p for n, p in ours.named_parameters() if "lokr_" in n}
-    theirs_params = {n: p for n, p in theirs.named_parameters() if "lokr_" in n}
-    assert set(ours_params) == set(theirs_params)
-    for name, value in theirs_params.items():
-        assert torch.equal(ours_params[name], value), name
+    check_seeded_init_matches(peft, convnet, LoKrConfig(**kwargs), peft.LoKrConfig(**kwargs), "lokr_")
 
 
 def test_conv1d_tucker_beyond_peft():

@@ -17,7 +17,8 @@ import torch
 
 from peft_core import PeftModel, get_peft_model
 from peft_core.conformance.models import convnet, mlp, tiny_gpt2, tiny_llama
-from peft_core.conformance.parity import config_json, image_inputs, max_diff, model_output, perturb_trainable
+from peft_core.conformance.parity import checked_round_trip_both_ways, image_inputs, max_diff, model_output
+from peft_core.conformance.parity import perturb_trainable
 from peft_core.conformance.parity import saved_shapes, token_inputs
 from peft_core.errors import ConfigError
 from peft_core.layer import AdapterLayer
@@ -55,39 +56,8 @@ def _merged_state(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_oft_parity(case, tmp_path):
     build, make_inputs, kwargs = CASES[case]
-    inputs = make_inputs()
-    base_out = model_output(build(), inputs)
-
-    # ours -> PEFT
-    ours = get_peft_model(build(), OFTConfig(**kwargs))
-    perturb_trainable(ours, seed=11)
-    ours.eval()
-    ours_out = model_output(ours, inputs)
-    assert max_diff(ours_out, base_out) > 1e-3, "the adapter must change the output for the test to mean anything"
-    ours.save_pretrained(tmp_path / "ours")
-    theirs_from_ours = peft.PeftModel.from_pretrained(build(), str(tmp_path / "ours"))
-    assert max_diff(model_output(theirs_from_ours, inputs), ours_out) <= ATOL
-
-    # PEFT -> ours
-    theirs = peft.get_peft_model(build(), peft.OFTConfig(**kwargs))
-    perturb_trainable(theirs, seed=22)
-    theirs.eval()
-    theirs_out = model_output(theirs, inputs)
-    theirs.save_pretrained(str(tmp_path / "theirs"))
-    ours_from_theirs = PeftModel.from_pretrained(build(), tmp_path / "theirs")
-    assert max_diff(model_output(ours_from_theirs, inputs), theirs_out) <= ATOL
-
-    # the same files and a config PEFT reads back equal
-    assert saved_shapes(tmp_path / "ours") == saved_shapes(tmp_path / "theirs")
+    checked_round_trip_both_ways(peft, build, make_inputs(), OFTConfig(**kwargs), peft.OFTConfig(**kwargs), tmp_path)
     assert any(k.endswith("oft_R.weight") for k in saved_shapes(tmp_path / "ours"))
-    assert config_json(tmp_path / "ours") == config_json(tmp_path / "theirs")
-    assert type(peft.PeftConfig.from_pretrained(str(tmp_path / "ours"))) is peft.OFTConfig
-
-    # merge_and_unload: the same weights, and the merged model gives the unmerged output
-    ours_state, theirs_state = _merged_state(ours_from_theirs), _merged_state(theirs)
-    assert set(ours_state) == set(theirs_state)
-    for key in theirs_state:
-        assert max_diff(ours_state[key], theirs_state[key]) <= ATOL, key
 
 
 def test_conv2d_3x3_merged_weights_match_peft(tmp_path):
