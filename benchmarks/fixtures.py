@@ -38,7 +38,7 @@ class Sizes:
     save_rank: int = 64
     # repetitions (the median is reported); warmup runs are not counted
     reps_inject: int = 5
-    reps_step: int = 11  # a step's run-to-run spread here (±5–10 %) is the size of the goal's margin
+    reps_step: int = 11  # identical steps vary here by more than the train-step goal's 5 % margin
     reps_forward: int = 9
     reps_load: int = 3
     reps_save: int = 5
