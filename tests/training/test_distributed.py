@@ -30,7 +30,8 @@ def two_ranks(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1",
            "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(p.name for p in out.glob("*.json"))  # tells a crash in training from one at exit
+    assert proc.returncode == 0, f"results written: {written}\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
     return {(s, r): json.loads((out / f"{s}-rank{r}.json").read_text()) for s in ("ddp", "fsdp") for r in (0, 1)}
 
 
