@@ -151,12 +151,13 @@ def checked_round_trip_both_ways(
 
 
 def check_seeded_init_matches(peft: Any, build: Any, ours_config: Any, theirs_config: Any, marker: str,
-                              seed: int = 5) -> None:
+                              seed: int = 5) -> tuple[Any, Any]:
     """Fail unless a fresh adapter drawn from ``seed`` is the same in both libraries.
 
-    Compares every parameter whose name holds ``marker`` bit for bit: equal values mean the
-    factors are drawn in PEFT's order and way, so a seeded run starts from the same point in
-    either library. ``build()`` must seed torch itself (the conformance models do).
+    Compares every state-dict entry (parameters and buffers) whose name holds ``marker``
+    bit for bit: equal values mean the factors are drawn in PEFT's order and way, so a
+    seeded run starts from the same point in either library. ``build()`` must seed torch
+    itself (the conformance models do). Returns ``(ours, theirs)`` for further checks.
     """
     from peft_core import get_peft_model
 
@@ -165,15 +166,16 @@ def check_seeded_init_matches(peft: Any, build: Any, ours_config: Any, theirs_co
     ours = get_peft_model(ours_base, ours_config)
     torch.manual_seed(seed)
     theirs = peft.get_peft_model(theirs_base, theirs_config)
-    ours_params = {n: p for n, p in ours.named_parameters() if marker in n}
-    theirs_params = {n: p for n, p in theirs.named_parameters() if marker in n}
-    if not theirs_params:
-        raise AssertionError(f"PEFT's adapter has no parameter named *{marker}*: nothing would be compared")
-    if set(ours_params) != set(theirs_params):
-        raise AssertionError(f"parameters named *{marker}* differ: {sorted(set(ours_params) ^ set(theirs_params))[:5]}")
-    unequal = [name for name, value in theirs_params.items() if not torch.equal(ours_params[name], value)]
+    ours_state = {n: t for n, t in ours.state_dict().items() if marker in n}
+    theirs_state = {n: t for n, t in theirs.state_dict().items() if marker in n}
+    if not theirs_state:
+        raise AssertionError(f"PEFT's adapter has no entry named *{marker}*: nothing would be compared")
+    if set(ours_state) != set(theirs_state):
+        raise AssertionError(f"entries named *{marker}* differ: {sorted(set(ours_state) ^ set(theirs_state))[:5]}")
+    unequal = [name for name, value in theirs_state.items() if not torch.equal(ours_state[name], value)]
     if unequal:
         raise AssertionError(f"seeded init differs from PEFT's in {unequal[:5]}")
+    return ours, theirs
 
 
 def token_inputs() -> dict[str, torch.Tensor]:

@@ -9,12 +9,10 @@ equal. A fresh random-init adapter drawn after the same seed is the same adapter
 from __future__ import annotations
 
 import pytest
-import torch
 
-from peft_core import get_peft_model
 from peft_core.conformance.models import mlp, tiny_bert, tiny_llama, token_batch
 from peft_core.conformance.parity import config_json, max_diff, model_output, round_trip_both_ways, saved_shapes
-from peft_core.conformance.parity import token_inputs
+from peft_core.conformance.parity import check_seeded_init_matches, token_inputs
 from peft_core_delora import DeloraConfig
 
 peft = pytest.importorskip("peft")
@@ -58,13 +56,8 @@ def test_delora_parity(case, tmp_path):
 
 def test_seeded_random_init_is_the_same_adapter_as_peft():
     kwargs = {"target_modules": ["q_proj", "v_proj"], "r": 3, "init_weights": False, "delora_lambda": 7}
-    torch.manual_seed(3)
-    ours = get_peft_model(tiny_llama(), DeloraConfig(**kwargs))
-    torch.manual_seed(3)
-    theirs = peft.get_peft_model(tiny_llama(), peft.DeloraConfig(**kwargs))
-    ours_sd = ours.state_dict()
-    theirs_sd = {k: v for k, v in theirs.state_dict().items() if "delora_" in k}
-    assert theirs_sd and all(torch.equal(ours_sd[k], v) for k, v in theirs_sd.items())
+    ours, theirs = check_seeded_init_matches(peft, tiny_llama, DeloraConfig(**kwargs), peft.DeloraConfig(**kwargs),
+                                             "delora_", seed=3)
     inputs = {"input_ids": token_batch()}
     diff = max_diff(model_output(ours, inputs), model_output(theirs, inputs))
     assert diff <= ATOL
